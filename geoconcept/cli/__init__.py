@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from geoconcept.errors import GeoconceptError
 
 # command name → (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sample": ("geoconcept.cli.sample", "render the embedded MP16-style sample dataset"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
