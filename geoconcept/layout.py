@@ -49,6 +49,10 @@ class DataRoot:
     def dataset_shards(self, dataset: str) -> Path:
         return self.root / "shards" / dataset
 
+    def tar_index(self, dataset: str) -> Path:
+        """Cached indexes of image tars (member name -> tar, offset, size), one Parquet per tar set."""
+        return self.root / "raw" / dataset / "tar_index"
+
     # concepts ---------------------------------------------------------------------------
     def layers(self) -> Path:
         return self.root / "layers"

@@ -17,6 +17,13 @@ from geoconcept.errors import GeoconceptError
 # command name → (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("geoconcept.cli.sample", "render the embedded MP16-style sample dataset"),
+    "ingest": ("geoconcept.cli.ingest", "ingest an IMG_ID,LAT,LON table and its images into WebDataset shards"),
+    "label": ("geoconcept.cli.label", "label a CSV of LAT,LON points with climate, land cover and concept labels"),
+    "concepts": ("geoconcept.cli.concepts", "list/validate the concept bank, or embed it with a text tower"),
+    "layers": ("geoconcept.cli.layers", "list the geographic layers, draw their maps, summarise them"),
+    "features": ("geoconcept.cli.features", "compute frozen-backbone image features for every finished shard"),
+    "train": ("geoconcept.cli.train", "train a model variant on cached features (also under torchrun)"),
+    "gallery": ("geoconcept.cli.gallery", "build the FAISS GPS gallery of a checkpoint"),
 }
 
 

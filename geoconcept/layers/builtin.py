@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -122,6 +123,9 @@ KOPPEN_NAMES = {
 }
 
 
+MODIS_NO_WATER_SOUTH_OF = -86.0
+
+
 def cache_dir() -> Path:
     """Where converted rasters are kept (`GEOCONCEPT_CACHE`, default ~/.cache/geoconcept)."""
     return Path(os.environ.get("GEOCONCEPT_CACHE", Path.home() / ".cache" / "geoconcept"))
@@ -135,8 +139,8 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _cached_array(source: Path, tag: str, convert) -> np.ndarray:
-    """Memory-map the cached `.npy` of `source`, converting it first if needed."""
+def cached_array(source: Path, tag: str, convert: Callable[[Path], np.ndarray]) -> np.ndarray:
+    """Memory-map the cached `.npy` of `source` (keyed by its content hash), converting it first if needed."""
     target = cache_dir() / f"{tag}-{file_digest(source)[:16]}.npy"
     if not target.exists():
         array = convert(source)
@@ -178,7 +182,7 @@ def koppen_geiger() -> Grid:
         with Image.open(p) as im:
             return np.asarray(im.convert("L"), dtype=np.uint8)
 
-    array = _cached_array(path, "koppen_geiger", convert)
+    array = cached_array(path, "koppen_geiger", convert)
     h, w = array.shape
     transform = Affine(360.0 / w, 0.0, -180.0, 0.0, -180.0 / h, 90.0)
     return Grid(array, transform, WGS84, nodata=koppen_ocean_code(), name="koppen_geiger")
@@ -190,18 +194,31 @@ def koppen_groups() -> Grid:
     path = bundled.KOPPEN_GROUPS_TIF.path()
     with rasterio.open(path) as ds:
         transform, crs, nodata = ds.transform, ds.crs, ds.nodata
-    array = _cached_array(path, "koppen_groups", _read_band)
+    array = cached_array(path, "koppen_groups", _read_band)
     return Grid(array, transform, crs, nodata=0 if nodata is None else int(nodata), name="koppen_groups")
 
 
 @lru_cache(maxsize=1)
 def modis_igbp() -> Grid:
-    """MODIS MCD12C1 2019 majority land cover (IGBP 0–16, 255 = nodata) at 0.05°."""
+    """MODIS MCD12C1 2019 majority land cover (IGBP 0–16, 255 = nodata) at 0.05°.
+
+    The file codes the cells around the South Pole (beyond the MODIS swaths) as water; all land
+    south of 86°S is Antarctic ice, so water there is turned into nodata.
+    """
     path = bundled.MODIS_LANDCOVER_TIF.path()
     with rasterio.open(path) as ds:
         transform, crs, nodata = ds.transform, ds.crs, ds.nodata
-    array = _cached_array(path, "modis_igbp", _read_band)
-    return Grid(array, transform, crs, nodata=255 if nodata is None else int(nodata), name="modis_igbp")
+    nodata = 255 if nodata is None else int(nodata)
+
+    def convert(p: Path) -> np.ndarray:
+        array = _read_band(p)
+        first_polar_row = int(np.ceil((transform.f - MODIS_NO_WATER_SOUTH_OF) / -transform.e))
+        polar = array[first_polar_row:]
+        polar[polar == 0] = nodata
+        return array
+
+    array = cached_array(path, "modis_igbp-v2", convert)
+    return Grid(array, transform, crs, nodata=nodata, name="modis_igbp")
 
 
 @lru_cache(maxsize=1)
@@ -217,7 +234,7 @@ def land_mask() -> Grid:
         with np.load(p) as npz:
             return (~npz["mask"]).astype(np.uint8)
 
-    array = _cached_array(path, "land_mask", convert)
+    array = cached_array(path, "land_mask", convert)
     h, w = array.shape
     transform = Affine(360.0 / w, 0.0, -180.0, 0.0, -180.0 / h, 90.0)
     return Grid(array, transform, WGS84, nodata=None, name="land_mask")

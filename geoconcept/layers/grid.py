@@ -60,27 +60,31 @@ class Grid:
         lon = np.asarray(lon, dtype=np.float64)
         x, y = self._to_crs(lat, lon)
         inv = ~self.transform
-        colf = inv.a * x + inv.b * y + inv.c
-        rowf = inv.d * x + inv.e * y + inv.f
-        finite = np.isfinite(colf) & np.isfinite(rowf)
         h, w = self.shape
-        col = np.floor(np.where(finite, colf, 0)).astype(np.int64)
-        row = np.floor(np.where(finite, rowf, 0)).astype(np.int64)
+        # Stays in floats until the end: NaN/inf fail every comparison below, so invalid points
+        # come out "not inside" without separate passes over the arrays.
+        col = np.floor(inv.a * x + inv.b * y + inv.c if inv.b else inv.a * x + inv.c)
+        row = np.floor(inv.d * x + inv.e * y + inv.f if inv.d else inv.e * y + inv.f)
         if self.wraps_longitude:
-            col %= w
+            off = (col < 0) | (col >= w)
+            if off.any():
+                with np.errstate(invalid="ignore"):  # inf % w is NaN, and NaN is "not inside" below
+                    col[off] %= w
         # A point exactly on the last edge (lat = -90, or lon = 180 on a non-wrapping grid)
         # belongs to the last cell rather than falling off the grid.
-        row = np.where(row == h, h - 1, row)
-        col = np.where(col == w, w - 1, col)
-        inside = finite & (row >= 0) & (row < h) & (col >= 0) & (col < w)
-        return np.where(inside, row, 0), np.where(inside, col, 0), inside
+        row[row == h] = h - 1
+        col[col == w] = w - 1
+        inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
+        return np.where(inside, row, 0).astype(np.intp), np.where(inside, col, 0).astype(np.intp), inside
 
     def sample(self, lat: np.ndarray, lon: np.ndarray) -> np.ma.MaskedArray:
         """Value at each point; masked where the point is outside the grid, invalid, or nodata."""
         row, col, inside = self.rowcol(lat, lon)
         values = self.array[row, col]
         invalid = ~inside
-        if self.nodata is not None:
+        if np.issubdtype(values.dtype, np.floating):
+            invalid |= np.isnan(values)  # float rasters often mark nodata as NaN, declared or not
+        if self.nodata is not None and not np.isnan(self.nodata):
             invalid |= values == self.nodata
         return np.ma.MaskedArray(values, mask=invalid)
 

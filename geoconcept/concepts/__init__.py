@@ -1,0 +1,1 @@
+"""The concept bank, concept labels for GPS points, and concept text embeddings."""

@@ -1,0 +1,55 @@
+"""Settings of an ingest run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from geoconcept.errors import ConfigError
+
+# Below Pillow's own decompression-bomb warning threshold (about 89 Mpx), so our check decides.
+DEFAULT_MAX_PIXELS = 80_000_000
+DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How records are cut into shards and how images are normalised.
+
+    samples_per_shard: input rows per shard (shard i holds rows [i*S, (i+1)*S)).
+    shards_per_partition: consecutive shards per partition (the unit a re-run or Dagster resumes by).
+    image_size: the shorter side of written images, in pixels (never upscaled).
+    jpeg_quality: quality of the re-encoded JPEGs (1-95, Pillow's scale).
+    max_pixels: images declaring more pixels than this are `too_large` (checked before decoding).
+    max_image_bytes: image files larger than this are `too_large` (checked before reading).
+    workers: processes that build shards in parallel (1 = in this process).
+    """
+
+    samples_per_shard: int = 1000
+    shards_per_partition: int = 1
+    image_size: int = 256
+    jpeg_quality: int = 90
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("samples_per_shard", "shards_per_partition", "image_size", "max_pixels", "max_image_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ConfigError(f"workers must be a positive integer, got {self.workers!r}")
+        if not isinstance(self.jpeg_quality, int) or not 1 <= self.jpeg_quality <= 95:
+            raise ConfigError(f"jpeg_quality must be an integer in 1..95, got {self.jpeg_quality!r}")
+
+    def plan_settings(self) -> dict[str, Any]:
+        """The settings a source's shards and partitions are built under (all but `workers`)."""
+        return {
+            "samples_per_shard": self.samples_per_shard,
+            "shards_per_partition": self.shards_per_partition,
+            "image_size": self.image_size,
+            "jpeg_quality": self.jpeg_quality,
+            "max_pixels": self.max_pixels,
+            "max_image_bytes": self.max_image_bytes,
+        }

@@ -1,0 +1,134 @@
+"""The frozen open_clip image backbone whose features are cached per shard.
+
+Real runs use GeoCLIP's choice, ViT-L-14 with OpenAI weights (`pretrained="openai"` when the
+weights are in the local open_clip/Hugging Face cache, or a local checkpoint file). Offline, with
+`pretrained=None`, the backbone is randomly initialised from a fixed seed, so its features are
+reproducible but carry no learned image semantics: `Backbone.warning` says so, and the warning
+travels with every result built on it. The embedded demo uses the fast `ViT-S-32-alt`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+
+from geoconcept.errors import ConfigError
+
+DEFAULT_MODEL = "ViT-L-14"
+DEFAULT_PRETRAINED = "openai"
+DEMO_MODEL = "ViT-S-32-alt"
+RANDOM_WEIGHTS_WARNING = "no pretrained image weights: features come from a randomly initialised backbone"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def backbone_tag(model_name: str, pretrained: str | None, seed: int = 0) -> str:
+    """Filesystem-safe name of a backbone + weights, e.g. `ViT-B-32__none`, `ViT-L-14__openai`.
+
+    A local checkpoint becomes `local-<file stem>`; a random init with a seed other than 0 gets
+    `-s<seed>` (its features differ).
+    """
+    if pretrained is None or pretrained == "none":
+        weights = "none" if seed == 0 else f"none-s{seed}"
+    elif Path(pretrained).suffix and Path(pretrained).exists():
+        weights = "local-" + Path(pretrained).stem
+    else:
+        weights = pretrained
+    return f"{_UNSAFE.sub('_', model_name)}__{_UNSAFE.sub('_', weights)}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Backbone:
+    model_name: str
+    pretrained: str  # "none", an open_clip tag, or the resolved path of a local checkpoint
+    weights_loaded: bool
+    seed: int  # of the random init; irrelevant when weights are loaded
+    image_size: int
+    dim: int
+    tag: str
+    network: nn.Module
+    preprocess: Callable[[Image.Image], torch.Tensor]
+    device: torch.device
+    weights_sha256: str | None = None  # of a local checkpoint file
+
+    @property
+    def warning(self) -> str | None:
+        return None if self.weights_loaded else RANDOM_WEIGHTS_WARNING
+
+    @classmethod
+    def create(
+        cls, model_name: str, pretrained: str | None = None, device: str | torch.device = "cpu", seed: int = 0
+    ) -> Backbone:
+        """An open_clip model in eval mode: `pretrained` is None (random), a tag, or a local file."""
+        import open_clip  # heavy: only when a backbone is actually built
+
+        if model_name not in open_clip.list_models():
+            close = difflib.get_close_matches(model_name, open_clip.list_models(), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"unknown open_clip model {model_name!r}{hint}")
+        weights_sha = None
+        if pretrained in (None, "none"):
+            pretrained = None
+        elif Path(pretrained).suffix or "/" in pretrained:
+            path = Path(pretrained).expanduser().resolve()
+            if not path.is_file():
+                raise ConfigError(f"backbone checkpoint {path} not found")
+            pretrained = str(path)
+            weights_sha = _sha256(path)
+        # Random init draws from the global RNG: fork it so that creating a backbone neither
+        # depends on nor disturbs the caller's random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            try:
+                network, _, preprocess = open_clip.create_model_and_transforms(
+                    model_name, pretrained=pretrained, device=device
+                )
+            except RuntimeError as exc:
+                raise ConfigError(
+                    f"could not load weights {pretrained!r} for {model_name} ({exc}); offline, give a local "
+                    "checkpoint path or pretrained=None"
+                ) from None
+        network.eval().requires_grad_(False)
+        size = network.visual.image_size
+        return cls(
+            model_name=model_name,
+            pretrained=pretrained or "none",
+            weights_loaded=pretrained is not None,
+            seed=seed,
+            image_size=int(size[0] if isinstance(size, tuple | list) else size),
+            dim=int(network.visual.output_dim),
+            tag=backbone_tag(model_name, pretrained, seed),
+            network=network,
+            preprocess=preprocess,
+            device=torch.device(device),
+            weights_sha256=weights_sha,
+        )
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str], device: str | torch.device = "cpu") -> Backbone:
+        """The backbone a checkpoint's features came from (its `backbone_model/_pretrained/_seed` metadata)."""
+        name = metadata.get("backbone_model")
+        if not name:
+            raise ConfigError("the checkpoint does not record its backbone (backbone_model metadata is empty)")
+        pretrained = metadata.get("backbone_pretrained") or None
+        return cls.create(name, pretrained, device=device, seed=int(metadata.get("backbone_seed") or 0))
+
+    @torch.inference_mode()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Preprocessed images (N, 3, H, W) → image features (N, dim), float32, not normalised."""
+        return self.network.encode_image(images.to(self.device)).float().cpu()

@@ -1,0 +1,34 @@
+"""The one code location: `defs`, loaded by workspace.yaml (`dagster dev -w workspace.yaml`)."""
+
+import dagster as dg
+
+from assets import concepts, features, ingest, training
+from pipelines.executors import executor_from_env
+from pipelines.io_manager import JsonIOManagerFactory
+from pipelines.resources import (
+    ConceptResource,
+    FeatureResource,
+    GalleryResource,
+    IngestResource,
+    StorageResource,
+    TrainingResource,
+    default_data_root,
+)
+
+ASSET_MODULES = [ingest, concepts, features, training]
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules(ASSET_MODULES),
+    asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
+    resources={
+        "storage": StorageResource(),
+        "ingest_settings": IngestResource(),
+        "concepts": ConceptResource(),
+        "features": FeatureResource(),
+        "training": TrainingResource(),
+        "gallery": GalleryResource(),
+        "pipes_subprocess_client": training.pipes_client(),
+        "io_manager": JsonIOManagerFactory(base_dir=f"{default_data_root()}/dagster_io"),
+    },
+    executor=executor_from_env(),
+)

@@ -1,0 +1,108 @@
+"""Configuration of the pipeline as Dagster resources (one per domain).
+
+Defaults suit the embedded sample; a real deployment sets them in run config or through the
+environment (GEOCONCEPT_DATA_ROOT) without code changes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from geoconcept.layout import DataRoot
+
+
+def default_data_root() -> str:
+    return os.environ.get("GEOCONCEPT_DATA_ROOT", os.path.abspath("data"))
+
+
+class StorageResource(ConfigurableResource):
+    """Where everything lives: the data root (outputs) and the dataset name."""
+
+    data_root: str = default_data_root()
+    dataset: str = "sample"
+
+    @property
+    def layout(self) -> DataRoot:
+        return DataRoot(self.data_root)
+
+
+class IngestResource(ConfigurableResource):
+    """Raw input and how it is cut into shards.
+
+    `raw_dir` holds one table per source (`train.csv`, `test.csv`, ... with IMG_ID,LAT,LON) and
+    the images: a folder tree (`images/`, default) or tar files (set `images` to a tar, a folder
+    of tars or a glob).
+    """
+
+    raw_dir: str = os.path.join(default_data_root(), "input", "sample")
+    images: str = ""
+    samples_per_shard: int = 1000
+    shards_per_partition: int = 1
+    image_size: int = 256
+    jpeg_quality: int = 90
+    workers: int = 2
+    max_reject_rate: float = 0.05
+
+    def images_path(self) -> str:
+        return self.images or os.path.join(self.raw_dir, "images")
+
+
+class ConceptResource(ConfigurableResource):
+    """The concept bank, extra layers and the text tower that embeds the concepts.
+
+    Empty `bank` / `layers_config` mean the packaged bank and the built-in layers only. The
+    text tower runs with random weights unless `text_pretrained` names an open_clip tag or a
+    local checkpoint file (offline, only a local file works).
+    """
+
+    bank: str = ""
+    layers_config: str = ""
+    text_model: str = "ViT-B-32"
+    text_pretrained: str = ""
+
+
+class FeatureResource(ConfigurableResource):
+    """The frozen image backbone. The demo default is a small open_clip model with random weights
+    (no pretrained weights can be had offline); real runs use GeoCLIP's ViT-L-14 with `openai`
+    weights, or a local checkpoint file."""
+
+    model: str = "ViT-S-32-alt"
+    pretrained: str = ""
+    batch_size: int = 64
+    device: str = "cpu"
+
+
+class TrainingResource(ConfigurableResource):
+    """How checkpoints are trained: the seeds (each variant is trained once per seed), the trainer
+    settings YAML (default: geoconcept/train/sample.yaml) and the launcher (`python`, or
+    `torchrun` with `nproc_per_node` processes)."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    settings: str = ""
+    launcher: str = "python"
+    nproc_per_node: int = 1
+
+    def launcher_command(self) -> list[str]:
+        if self.launcher == "python":
+            return [sys.executable, "-m", "pipelines.train_pipes"]
+        if self.launcher == "torchrun":
+            torchrun = str(Path(sys.executable).with_name("torchrun"))
+            return [torchrun, f"--nproc_per_node={self.nproc_per_node}", "-m", "pipelines.train_pipes"]
+        raise ValueError(f"launcher {self.launcher!r}: expected python or torchrun")
+
+
+class GalleryResource(ConfigurableResource):
+    """The GPS gallery predictions are drawn from: `coordinates` "geoclip" (GeoCLIP's 100K MP16
+    coordinates) or a CSV/Parquet of lat/lon; optionally a seeded subset; coordinates within
+    `exclude_test_within_km` of a test point are dropped (the sample's points come from the same
+    100K list). `index`: flat (exact), hnsw, or a FAISS factory string."""
+
+    coordinates: str = "geoclip"
+    max_points: int = 0
+    exclude_test_within_km: float = 1.0
+    index: str = "flat"
