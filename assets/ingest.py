@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from geoconcept import catalog, ingest, preview
+from geoconcept.ingest import partition_manifests
 from geoconcept.ingest.discover import discover_sources
 from pipelines import metadata as md
 from pipelines.partitions import CHUNKS, chunk_backfill_policy
@@ -143,11 +144,20 @@ def splits(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.Ou
     )
 
 
-@dg.asset_check(asset=shards, description="Every tar of the chunk is complete and its manifest's ok rows match it.")
+@dg.asset_check(
+    asset=shards,
+    partitions_def=CHUNKS,
+    blocking=True,
+    description="Every tar of the chunk is complete and readable and holds exactly the ok records of its manifest.",
+)
 def shards_complete(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    problems = catalog.verify_shards(storage.data_root, storage.dataset)
+    manifests = [
+        m for key in context.partition_keys for m in partition_manifests(storage.data_root, storage.dataset, key)
+    ]
+    problems = catalog.verify_shards(storage.data_root, storage.dataset, manifests)
     return dg.AssetCheckResult(
-        passed=not problems, metadata={"problems": md.table(pd.DataFrame(problems or [{"problem": "none"}]))}
+        passed=not problems,
+        metadata={"shards": len(manifests), "problems": md.table(pd.DataFrame(problems or [{"problem": "none"}]))},
     )
 
 
@@ -164,9 +174,9 @@ def gps_in_range(context: dg.AssetCheckExecutionContext, storage: StorageResourc
     description="The share of rejected records is under `max_reject_rate` (blocks training on a broken input).",
 )
 def reject_rate(
-    context: dg.AssetCheckExecutionContext, storage: StorageResource, ingest_settings: IngestResource
+    context: dg.AssetCheckExecutionContext, ingest_settings: IngestResource, manifest: dict
 ) -> dg.AssetCheckResult:
-    counts = ingest.write_summary(storage.data_root, storage.dataset).status_counts
+    counts = manifest["status_counts"]
     total = sum(counts.values())
     rate = (total - counts.get("ok", 0)) / total if total else 0.0
     return dg.AssetCheckResult(

@@ -7,6 +7,7 @@ import pandas as pd
 
 from geoconcept import gallery as gallery_lib
 from geoconcept import plots
+from geoconcept.ingest import source_names
 from geoconcept.model.backbone import backbone_tag
 from geoconcept.train import runs
 from pipelines import metadata as md
@@ -53,7 +54,7 @@ def checkpoint(
     variant = variant_name(context.partition_key)
     layout = storage.layout
     tag = backbone_tag(features.model, features.pretrained or None)
-    sources = sorted(p.name for p in layout.features(storage.dataset, tag, "_").parent.iterdir() if p.is_dir())
+    sources = source_names(storage.data_root, storage.dataset)
     settings = runs.read_settings(training.settings or None)
     run_dirs = {
         seed: layout.runs() / storage.dataset / context.partition_key / f"seed-{seed}" for seed in training.seeds

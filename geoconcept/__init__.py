@@ -7,6 +7,8 @@ _LAZY = {
     "LocationEncoder": "geoconcept.model.location_encoder",
     "GeoConceptModel": "geoconcept.model.geoconcept_model",
     "load_model": "geoconcept.model.checkpoint",
+    "haversine_km": "geoconcept.evaluation.metrics",  # numpy only, no torch
+    "accuracy_within": "geoconcept.evaluation.metrics",
 }
 
 

@@ -175,11 +175,14 @@ def _tar_problems(tar: Path, expected_keys: set[str]) -> list[str]:
     return problems
 
 
-def verify_shards(data_root: str | os.PathLike[str], dataset: str) -> list[dict[str, str]]:
-    """Problems of the finished shards of a dataset: each tar complete and readable, and holding
-    exactly the `ok` records of its manifest. An empty list means all is well."""
+def verify_shards(
+    data_root: str | os.PathLike[str], dataset: str, manifests: list[Path] | None = None
+) -> list[dict[str, str]]:
+    """Problems of the finished shards of a dataset (or of the given manifests' shards): each tar
+    complete and readable, and holding exactly the `ok` records of its manifest. An empty list
+    means all is well."""
     problems = []
-    for manifest in manifest_files(data_root, dataset):
+    for manifest in manifest_files(data_root, dataset) if manifests is None else manifests:
         ok = pd.read_parquet(manifest, columns=["key", "status"]).query("status == 'ok'")["key"]
         tar = manifest.with_suffix(".tar")
         for problem in _tar_problems(tar, set(ok)):

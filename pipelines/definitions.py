@@ -2,11 +2,13 @@
 
 import dagster as dg
 
-from assets import concepts, features, ingest, training
+from assets import concepts, evaluation, features, ingest, training
 from pipelines.executors import executor_from_env
 from pipelines.io_manager import JsonIOManagerFactory
+from pipelines.jobs import JOBS
 from pipelines.resources import (
     ConceptResource,
+    EvaluationResource,
     FeatureResource,
     GalleryResource,
     IngestResource,
@@ -15,7 +17,7 @@ from pipelines.resources import (
     default_data_root,
 )
 
-ASSET_MODULES = [ingest, concepts, features, training]
+ASSET_MODULES = [ingest, concepts, features, training, evaluation]
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(ASSET_MODULES),
@@ -27,8 +29,10 @@ defs = dg.Definitions(
         "features": FeatureResource(),
         "training": TrainingResource(),
         "gallery": GalleryResource(),
+        "evaluation_settings": EvaluationResource(),
         "pipes_subprocess_client": training.pipes_client(),
         "io_manager": JsonIOManagerFactory(base_dir=f"{default_data_root()}/dagster_io"),
     },
+    jobs=JOBS,
     executor=executor_from_env(),
 )

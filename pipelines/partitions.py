@@ -23,7 +23,8 @@ def variant_name(partition_key: str) -> str:
 
 
 def chunk_backfill_policy() -> BackfillPolicy:
-    """One run for a whole range by default (the library parallelises inside it with `workers`);
-    set GEOCONCEPT_CHUNKS_PER_RUN=N on a cluster so a backfill fans out into runs of N chunks each."""
-    per_run = int(os.environ.get("GEOCONCEPT_CHUNKS_PER_RUN", "0"))
+    """One run per chunk by default: each chunk gets its own run, retries and data version, and a
+    backfill fans out over the run launcher (Kubernetes pods, dask workers). GEOCONCEPT_CHUNKS_PER_RUN=N
+    groups N chunks per run; 0 makes a whole range one run (the library parallelises inside it)."""
+    per_run = int(os.environ.get("GEOCONCEPT_CHUNKS_PER_RUN", "1"))
     return BackfillPolicy.multi_run(per_run) if per_run > 0 else BackfillPolicy.single_run()

@@ -32,15 +32,15 @@ class StorageResource(ConfigurableResource):
 
 
 class IngestResource(ConfigurableResource):
-    """Raw input and how it is cut into shards.
+    """Raw input and how it is cut into shards (defaults: GEOCONCEPT_RAW_DIR, GEOCONCEPT_IMAGES).
 
     `raw_dir` holds one table per source (`train.csv`, `test.csv`, ... with IMG_ID,LAT,LON) and
     the images: a folder tree (`images/`, default) or tar files (set `images` to a tar, a folder
     of tars or a glob).
     """
 
-    raw_dir: str = os.path.join(default_data_root(), "input", "sample")
-    images: str = ""
+    raw_dir: str = os.environ.get("GEOCONCEPT_RAW_DIR") or os.path.join(default_data_root(), "input", "sample")
+    images: str = os.environ.get("GEOCONCEPT_IMAGES", "")
     samples_per_shard: int = 1000
     shards_per_partition: int = 1
     image_size: int = 256
@@ -106,3 +106,11 @@ class GalleryResource(ConfigurableResource):
     max_points: int = 0
     exclude_test_within_km: float = 1.0
     index: str = "flat"
+
+
+class EvaluationResource(ConfigurableResource):
+    """Evaluation extras: random land points for the downstream probes, test images in the
+    explanation grid."""
+
+    downstream_points: int = 1500
+    explain_images: int = 8

@@ -54,6 +54,18 @@ def test_default_model_is_deterministic_and_says_it_is_random(tmp_path, bank):
     assert digest[0] == digest[1]
 
 
+def test_an_up_to_date_file_is_reused_and_a_changed_bank_is_re_embedded(tmp_path, bank):
+    out = tmp_path / "e.safetensors"
+    embed_concepts(bank, SMALL_MODEL, out_path=out)
+    before = out.stat().st_mtime_ns
+    again = embed_concepts(bank, SMALL_MODEL, out_path=out)
+    assert out.stat().st_mtime_ns == before and again.concept_ids == bank.ids
+    (tmp_path / "other").mkdir()
+    changed = load_bank(small_bank_file(tmp_path / "other", first_prompt="a photo of a harbour"))
+    info = embed_concepts(changed, SMALL_MODEL, out_path=out)
+    assert out.stat().st_mtime_ns != before and info.bank_sha256 == changed.sha256
+
+
 def test_file_format(tmp_path, bank):
     info = embed_concepts(bank, SMALL_MODEL, out_path=tmp_path / "concepts" / "embeddings.safetensors")
     with safe_open(info.path, framework="pt") as fh:

@@ -19,17 +19,30 @@ def unit_rows(k: int, d: int, seed: int = 0) -> torch.Tensor:
 
 def test_text_basis_keeps_the_concepts_geometry_when_widths_differ():
     e = unit_rows(12, 768)
-    mapped = concept_text_basis(e, 512)
+    mapped = concept_text_basis(e, 512, center=False)
     assert mapped.shape == (12, 512)
     assert torch.allclose(mapped @ mapped.T, e @ e.T, atol=1e-5)
-    assert torch.equal(concept_text_basis(e, 512), mapped)  # deterministic (SVD signs fixed)
+    assert torch.equal(concept_text_basis(e, 512, center=False), mapped)  # deterministic (SVD signs fixed)
     same = unit_rows(5, 512)
-    assert torch.equal(concept_text_basis(same, 512), same)
+    assert torch.equal(concept_text_basis(same, 512, center=False), same)
+
+
+def test_centering_removes_the_direction_all_prompts_share():
+    common = unit_rows(1, 512, seed=5)
+    e = F.normalize(3 * common + unit_rows(20, 512, seed=6), dim=1)  # pairwise cosines ~0.9, as CLIP's
+    off_diagonal = ~torch.eye(20, dtype=torch.bool)
+    assert (e @ e.T)[off_diagonal].mean() > 0.85
+    basis = concept_text_basis(e, 512)
+    assert torch.allclose(basis.norm(dim=1), torch.ones(20), atol=1e-5)
+    assert (basis @ basis.T)[off_diagonal].abs().mean() < 0.1
+    # no single direction dominates any more: the basis is far from rank one
+    singular = torch.linalg.svdvals(basis)
+    assert singular[1] / singular[0] > 0.5 > torch.linalg.svdvals(e)[1] / torch.linalg.svdvals(e)[0]
 
 
 def test_text_basis_with_more_concepts_than_dimensions_keeps_unit_rows():
     e = unit_rows(40, 64)
-    mapped = concept_text_basis(e, 16)
+    mapped = concept_text_basis(e, 16, center=False)
     assert mapped.shape == (40, 16)
     assert torch.allclose(mapped.norm(dim=1), torch.ones(40), atol=1e-5)
     # the best rank-16 approximation of the Gram matrix is closer than a random projection
@@ -39,7 +52,7 @@ def test_text_basis_with_more_concepts_than_dimensions_keeps_unit_rows():
 
 def test_location_scores_start_as_cosines_with_the_concept_text():
     e = unit_rows(3, 512)
-    module = ConceptModule.from_text_embeddings(e)
+    module = ConceptModule.from_text_embeddings(e, center=False)
     x = F.normalize(torch.randn(4, 512), dim=1)
     assert torch.allclose(module.location_scores(x), x @ e.T, atol=1e-6)
     with torch.no_grad():

@@ -81,10 +81,24 @@ def test_resume_gives_exactly_the_uninterrupted_result(paths, tmp_path):
 
 def test_resume_refuses_a_different_config(paths, tmp_path):
     main(train_args(paths, tmp_path / "run"))
-    with pytest.raises(ConfigError, match=r"different config \(lr changed\)"):
+    with pytest.raises(ConfigError, match=r"different config or data \(lr changed\)"):
         main(train_args(paths, tmp_path / "run", lr=0.01))
     main(train_args(paths, tmp_path / "run", lr=0.01, resume=False))  # starting over is allowed
     assert json.loads(load_model(tmp_path / "run/final.safetensors").checkpoint_metadata["config"])["lr"] == 0.01
+
+
+def test_changed_training_data_under_the_same_paths_is_refused_or_restarted(tmp_path):
+    paths = write_dataset(tmp_path / "inputs", n=96)
+    main(train_args(paths, tmp_path / "run"))
+    before = weights(tmp_path / "run/final.safetensors")
+    write_dataset(tmp_path / "inputs", n=96, seed=7)  # same files, other content
+    with pytest.raises(ConfigError, match="training data"):
+        main(train_args(paths, tmp_path / "run"))
+    main(train_args(paths, tmp_path / "run", restart_if_changed=True))
+    after = weights(tmp_path / "run/final.safetensors")
+    assert not all(torch.equal(before[k], after[k]) for k in before)
+    main(train_args(paths, tmp_path / "run"))  # unchanged since: the finished run is simply kept
+    assert all(torch.equal(after[k], v) for k, v in weights(tmp_path / "run/final.safetensors").items())
 
 
 @pytest.mark.parametrize(
@@ -187,7 +201,8 @@ def test_a_768_wide_concept_bank_is_mapped_into_the_512_space(tmp_path):
     basis = model.concepts.text_basis.T  # (k, 512), frozen during training
     vectors = load_file(paths["embeddings"])["embeddings"]
     assert basis.shape == (4, 512)
-    assert torch.allclose(basis @ basis.T, vectors @ vectors.T, atol=1e-5)
+    centred = torch.nn.functional.normalize(vectors - vectors.mean(dim=0), dim=1)  # center_concepts: true
+    assert torch.allclose(basis @ basis.T, centred @ centred.T, atol=1e-5)
 
 
 def test_supervised_term_grounds_both_sides_concept_scores(paths, tmp_path):

@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "features": ("geoconcept.cli.features", "compute frozen-backbone image features for every finished shard"),
     "train": ("geoconcept.cli.train", "train a model variant on cached features (also under torchrun)"),
     "gallery": ("geoconcept.cli.gallery", "build the FAISS GPS gallery of a checkpoint"),
+    "predict": ("geoconcept.cli.predict", "locate images: top-k GPS guesses with places and the concepts behind them"),
+    "evaluate": ("geoconcept.cli.evaluate", "evaluate checkpoints on a test set and write the report"),
 }
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from geoconcept.concepts.bank import ConceptBank
-from geoconcept.errors import ConfigError, InputError
+from geoconcept.errors import ConfigError, GeoconceptError, InputError
 from geoconcept.layout import DataRoot, default_data_root
 from geoconcept.model.tensor_files import read_tensors, require_metadata, save_tensors
 
@@ -124,6 +124,9 @@ def embed_concepts(
 
     pretrained = None if pretrained is None else str(pretrained)
     out = Path(out_path) if out_path is not None else default_embeddings_path()
+    existing = _up_to_date(out, bank, model_name, pretrained, seed)
+    if existing is not None:
+        return existing
     model = _create_model(model_name, pretrained, seed)
     try:
         tokenizer = open_clip.get_tokenizer(model_name)
@@ -153,6 +156,28 @@ def embed_concepts(
         log.warning(info.warning)
     save_tensors(out, {TENSOR: embeddings}, info.metadata())
     return info
+
+
+def _up_to_date(
+    out: Path, bank: ConceptBank, model_name: str, pretrained: str | None, seed: int
+) -> EmbeddingInfo | None:
+    """The existing file's info if it already embeds this bank with this text tower, else None.
+
+    Only for the default seed and for weights named by a tag (a local checkpoint file may have
+    changed under the same path: then the embeddings are always recomputed)."""
+    if not out.exists() or seed != SEED or (pretrained is not None and Path(pretrained).exists()):
+        return None
+    try:
+        info = load_concept_embeddings(out).info
+    except GeoconceptError:
+        return None
+    same = (info.bank_sha256, info.concept_ids, info.model, info.pretrained) == (
+        bank.sha256,
+        bank.ids,
+        model_name,
+        pretrained or "none",
+    )
+    return info if same else None
 
 
 def load_concept_embeddings(path: str | os.PathLike[str], bank: ConceptBank | None = None) -> ConceptEmbeddings:

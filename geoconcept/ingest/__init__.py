@@ -49,7 +49,7 @@ from geoconcept.ingest.locks import Busy
 from geoconcept.ingest.plan import parse_partition_key, partition_key, partition_manifests
 from geoconcept.ingest.run import REDO_CHOICES, IngestResult, PartitionStats, ingest, ingest_partition
 from geoconcept.ingest.staging import StagedSource, load_staged, stage_source
-from geoconcept.ingest.summary import IngestSummary, SourceSummary, write_summary
+from geoconcept.ingest.summary import IngestSummary, SourceSummary, source_names, write_summary
 
 __all__ = [
     "REDO_CHOICES",
@@ -68,6 +68,7 @@ __all__ = [
     "parse_partition_key",
     "partition_key",
     "partition_manifests",
+    "source_names",
     "stage_source",
     "write_summary",
 ]

@@ -69,11 +69,18 @@ class IngestSummary:
         }
 
 
-def _source_folders(base: Path) -> list[Path]:
+def source_folders(base: Path) -> list[Path]:
+    """The source folders under a dataset's shard folder (those with a plan or a manifest)."""
+
     def holds_shards(folder: Path) -> bool:
         return (folder / plan.PLAN_FILE).exists() or any(folder.glob(catalog.MANIFEST_GLOB))
 
     return sorted(p for p in base.glob("*") if p.is_dir() and holds_shards(p))
+
+
+def source_names(data_root: str | os.PathLike[str], dataset: str) -> list[str]:
+    """The sources of a dataset that have shards (or a recorded plan), sorted."""
+    return [p.name for p in source_folders(DataRoot(Path(data_root)).dataset_shards(dataset))]
 
 
 def write_summary(data_root: str | os.PathLike[str], dataset: str) -> IngestSummary:
@@ -94,7 +101,7 @@ def write_summary(data_root: str | os.PathLike[str], dataset: str) -> IngestSumm
                 con.close()
         sources = {}
         atomic.remove_stale_temps(base, [SUMMARY_FILE])
-        for folder in _source_folders(base):
+        for folder in source_folders(base):
             atomic.remove_stale_temps(folder, [SIZES_FILE])
             recorded = plan.read_plan(folder) or {}
             rows = int(recorded.get("rows", 0))

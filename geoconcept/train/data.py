@@ -64,6 +64,21 @@ class TrainingData:
     labelled_concepts: list[str]  # bank concepts with a label column
 
 
+def fingerprint(data: TrainingData) -> str:
+    """sha256 of everything a run learns from: the train and val samples (keys, features,
+    coordinates, labels, in order) and the concept embeddings. Two runs with the same config and
+    the same fingerprint are the same run."""
+    h = hashlib.sha256()
+    for samples in (data.train, data.val):
+        h.update("\n".join(samples.keys).encode())
+        for tensor in (samples.features, samples.latlon, samples.labels):
+            if tensor is not None:
+                h.update(tensor.contiguous().numpy().tobytes())
+    if data.concepts is not None:
+        h.update(data.concepts.vectors.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def load_concept_embeddings(path: str | Path) -> ConceptEmbeddings:
     path = Path(path)
     tensors, meta = read_tensors(path, "concept embeddings")

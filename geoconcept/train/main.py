@@ -51,12 +51,13 @@ from geoconcept.model.location_encoder import LocationEncoder
 from geoconcept.model.losses import concept_divergence, masked_bce, training_losses
 from geoconcept.model.queue import GPSQueue
 from geoconcept.train import distributed
-from geoconcept.train.data import Samples, TrainingData, load_training_data
+from geoconcept.train.data import Samples, TrainingData, fingerprint, load_training_data
 from geoconcept.train.params import RUN_IDENTITY, TrainConfig, config_yaml, parse_args
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 KM_PER_DEGREE = 6371.0 * math.pi / 180  # along a meridian, mean Earth radius
-RUN_FILES = ("config.yaml", "metrics.jsonl", "last.safetensors", "final.safetensors")
+DATA_FINGERPRINT = "data.sha256"
+RUN_FILES = ("config.yaml", DATA_FINGERPRINT, "metrics.jsonl", "last.safetensors", "final.safetensors")
 
 
 @dataclass
@@ -121,7 +122,8 @@ def build_model(config: TrainConfig, data: TrainingData) -> GeoConceptModel:
             raise ConfigError(f"image_head_init 'geoclip': {exc}") from None
     if model.concepts is not None and data.concepts is not None:
         with torch.no_grad():
-            model.concepts.text_basis.copy_(concept_text_basis(data.concepts.vectors, model.dim).T)
+            basis = concept_text_basis(data.concepts.vectors, model.dim, center=config.center_concepts)
+            model.concepts.text_basis.copy_(basis.T)
     if model.calibration is not None and data.train.labels is not None:
         # Start each concept's logit at its prevalence among the training points (the usual prior
         # init): most concepts are rare, and a bias learned from 0 at a small lr takes thousands of steps.
@@ -195,19 +197,30 @@ def _write_metrics(path: Path, metrics: list[dict[str, Any]]) -> None:
     atomic.write_text(path, "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))
 
 
-def _check_same_run(run: Path, config: TrainConfig) -> None:
-    """Resuming with a different config would silently mix two runs: refuse, naming the keys."""
+def _changes_since(run: Path, config: TrainConfig, data_sha256: str) -> list[str]:
+    """What differs between the run recorded in `run` and this one: config keys, or the data."""
     path = run / "config.yaml"
     if not path.exists():
-        return
+        return []
     before = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     now = config.to_dict()
     changed = [k for k in RUN_IDENTITY if before.get(k) != now.get(k)]
-    if changed:
+    recorded = run / DATA_FINGERPRINT
+    if recorded.exists() and recorded.read_text().strip() != data_sha256:
+        changed.append("training data (features, labels, split or concept embeddings)")
+    return changed
+
+
+def _check_same_run(run: Path, config: TrainConfig, data_sha256: str) -> bool:
+    """True if the recorded run may be resumed. Resuming a different run would silently mix two
+    runs: refuse, naming what changed, or (restart_if_changed) start over."""
+    changed = _changes_since(run, config, data_sha256)
+    if changed and not config.restart_if_changed:
         raise ConfigError(
-            f"run folder {run} holds a run with a different config ({', '.join(changed)} changed): "
-            "use another output folder, or --set resume=false to start over"
+            f"run folder {run} holds a run with a different config or data ({', '.join(changed)} changed): "
+            "use another output folder, or --set resume=false (or restart_if_changed=true) to start over"
         )
+    return not changed
 
 
 def train(config: TrainConfig, on_event: EventHandler | None = None) -> TrainResult:
@@ -252,8 +265,8 @@ def _train(config: TrainConfig, info: distributed.DistInfo, on_event: EventHandl
         atomic.remove_stale_temps(run, RUN_FILES)
         stale = {p.name.split(atomic.TEMP_MARKER)[0] for p in run.glob(f"checkpoints/step-*{atomic.TEMP_MARKER}*")}
         atomic.remove_stale_temps(run / "checkpoints", stale)
-    if config.resume and last.exists():
-        _check_same_run(run, config)
+    data_sha256 = fingerprint(data)
+    if config.resume and last.exists() and _check_same_run(run, config, data_sha256):
         state, _ = load_training_state(last, model=model, optimizer=optimizer, queue=queue, noise=noise)
         metrics = [
             m for m in _read_metrics(run / "metrics.jsonl") if m.get("kind") == "train" and m["step"] <= state.step
@@ -262,6 +275,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, on_event: EventHandl
         emit("message", {"text": f"resuming from {last} at step {state.step}"})
     if info.is_main:
         atomic.write_text(run / "config.yaml", config_yaml(config))
+        atomic.write_text(run / DATA_FINGERPRINT, data_sha256 + "\n")
     distributed.barrier(info)
 
     labels = data.train.labels

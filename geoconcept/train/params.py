@@ -51,6 +51,7 @@ class TrainConfig:
     sigmas: list[float] = field(default_factory=lambda: [1.0, 16.0, 256.0])
     location_init: LocationInit = "geoclip"  # GeoCLIP's pretrained location encoder, or random
     image_head_init: ImageHeadInit = "random"  # "geoclip" needs 768-d (ViT-L-14) features
+    center_concepts: bool = True  # remove the concepts' common text direction from E (concept_text_basis)
     temperature_init: float = 0.07  # logit scale starts at log(1 / temperature_init)
     learn_temperature: bool = True
     # losses
@@ -78,6 +79,9 @@ class TrainConfig:
     num_threads: int | None = None
     progress: bool = True
     resume: bool = True
+    # When the run folder holds a run with another config or other training data: false = refuse
+    # (a ConfigError naming what changed), true = start that run over (the pipeline's choice).
+    restart_if_changed: bool = False
 
     @property
     def space(self) -> str:
@@ -90,9 +94,9 @@ class TrainConfig:
 # fields whose change makes an existing run folder a different run (resume refuses)
 RUN_IDENTITY = (
     "features", "labels", "split", "concept_embeddings", "variant", "contrastive_space", "sigmas",
-    "location_init", "image_head_init", "temperature_init", "learn_temperature", "lambda_concept", "sigma",
-    "concept_loss", "supervised_weight", "gps_noise_km", "seed", "epochs", "steps", "batch_size", "lr",
-    "lr_schedule", "lr_gamma", "warmup_steps", "weight_decay", "queue_size",
+    "location_init", "image_head_init", "center_concepts", "temperature_init", "learn_temperature",
+    "lambda_concept", "sigma", "concept_loss", "supervised_weight", "gps_noise_km", "seed", "epochs", "steps",
+    "batch_size", "lr", "lr_schedule", "lr_gamma", "warmup_steps", "weight_decay", "queue_size",
 )  # fmt: skip
 
 

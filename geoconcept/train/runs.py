@@ -52,6 +52,8 @@ def write_run_config(
         "split": str(split),
         "concept_embeddings": str(concept_embeddings),
         "output": str(out_dir),
+        # A rebuild over changed inputs retrains instead of refusing; unchanged inputs reuse the run.
+        "restart_if_changed": True,
     }
     if concept_bank:
         config["concept_bank"] = str(concept_bank)

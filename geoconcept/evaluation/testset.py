@@ -1,0 +1,148 @@
+"""The test samples of an evaluation: cached image features, keys, true coordinates, concept labels.
+
+Inputs are explicit files or folders (never "the newest file on disk"):
+
+* feature files `shard-NNNNNN.safetensors` (see geoconcept.features), read in the given order
+  (folders in shard order); all must come from one backbone;
+* optionally a split Parquet (`key`, `split`) and the split to keep (default `test`);
+* optionally labels Parquet files (`key` + label columns, see geoconcept.concepts.labels); every
+  test sample needs a labels row.
+
+Images for the report's explanation grid are read by key from the WebDataset shards.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import webdataset
+
+from geoconcept.errors import InputError
+from geoconcept.features import read_feature_shard
+
+LABEL_PREFIX = "concept__"
+
+
+@dataclass
+class TestSet:
+    keys: list[str]
+    features: np.ndarray  # (N, D) float32, the frozen backbone's features
+    latlon: np.ndarray  # (N, 2) float64, true (lat, lon)
+    labels: pd.DataFrame | None  # one row per key, same order; label columns only
+    backbone: str  # feature tag, e.g. "ViT-S-32-alt__none"
+    warning: str | None  # e.g. the random-backbone warning of the feature files
+    files: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def _expand(paths: Iterable[str | os.PathLike[str]], glob: str, what: str) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.glob(glob))
+            if not found:
+                raise InputError(f"no {what} ({glob}) in {p}")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError(f"{what} {p} not found")
+    return files
+
+
+def _split_keys(path: Path, split_name: str) -> set[str]:
+    try:
+        table = pq.read_table(path, columns=["key", "split"]).to_pandas()
+    except FileNotFoundError:
+        raise InputError(f"split file {path} not found") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"split file {path} must be Parquet with columns key, split ({exc})") from None
+    return set(table.loc[table["split"] == split_name, "key"].astype(str))
+
+
+def read_labels(paths: Sequence[str | os.PathLike[str]], keys: Sequence[str]) -> pd.DataFrame:
+    """Label rows of `keys`, in that order, from Parquet files/folders (`key` + label columns)."""
+    frames = []
+    for path in _expand(paths, "shard-*.parquet", "labels files"):
+        try:
+            frame = pq.read_table(path).to_pandas()
+        except (OSError, ValueError) as exc:
+            raise InputError(f"labels file {path} is not readable Parquet ({exc})") from None
+        if "key" not in frame.columns:
+            raise InputError(f"labels file {path} has no 'key' column")
+        frames.append(frame.assign(key=frame["key"].astype(str)))
+    labels = pd.concat(frames, ignore_index=True)
+    repeated = labels["key"][labels["key"].duplicated()]
+    if not repeated.empty:
+        raise InputError(f"labels repeat sample keys (e.g. {repeated.head(3).tolist()})")
+    known = set(labels["key"])
+    missing = [k for k in keys if k not in known]
+    if missing:
+        raise InputError(
+            f"labels {', '.join(map(str, paths))} lack {len(missing)} of the {len(keys)} test samples "
+            f"(e.g. {missing[:3]}): label the test split first"
+        )
+    return labels.set_index("key").loc[list(keys)].drop(columns=["lat", "lon"], errors="ignore").reset_index(drop=True)
+
+
+def load_test_set(
+    features: Sequence[str | os.PathLike[str]],
+    labels: Sequence[str | os.PathLike[str]] = (),
+    split: str | os.PathLike[str] | None = None,
+    split_name: str = "test",
+) -> TestSet:
+    """Read the test samples (see the module docstring); the order is the feature files' order."""
+    files = _expand(features, "shard-*.safetensors", "feature files")
+    keep = _split_keys(Path(split), split_name) if split is not None else None
+    keys: list[str] = []
+    feats, coords = [], []
+    identity, backbone, warning = None, "", None
+    for path in files:
+        shard = read_feature_shard(path)
+        this = (shard.metadata["model"], shard.metadata["pretrained"], shard.metadata["dim"])
+        if identity is None:
+            identity, backbone = this, shard.metadata["backbone_tag"]
+            warning = shard.metadata.get("warning") or None
+        elif this != identity:
+            raise InputError(
+                f"test feature files come from different backbones: {files[0]} has {identity}, {path} {this}"
+            )
+        rows = np.arange(len(shard.keys)) if keep is None else np.flatnonzero([k in keep for k in shard.keys])
+        keys += [shard.keys[i] for i in rows]
+        feats.append(shard.features.numpy()[rows])
+        coords.append(shard.latlon.numpy()[rows])
+    if not keys:
+        where = f" in split {split_name!r} of {split}" if split is not None else ""
+        raise InputError(f"no test samples{where} in the feature files {', '.join(map(str, features))}")
+    if len(set(keys)) != len(keys):
+        raise InputError("the same sample key appears more than once in the test feature files")
+    return TestSet(
+        keys=keys,
+        features=np.concatenate(feats).astype(np.float32),
+        latlon=np.concatenate(coords).astype(np.float64),
+        labels=read_labels(labels, keys) if labels else None,
+        backbone=backbone,
+        warning=warning,
+        files=files,
+    )
+
+
+def shard_images(tars: Sequence[str | os.PathLike[str]], keys: Iterable[str]) -> dict[str, bytes]:
+    """JPEG bytes of the wanted sample keys, read from WebDataset tars (files or folders of `*.tar`)."""
+    wanted = set(keys)
+    found: dict[str, bytes] = {}
+    for tar in _expand(tars, "shard-*.tar", "shard tars"):
+        for sample in webdataset.WebDataset(str(tar), shardshuffle=False, empty_check=False):
+            if sample["__key__"] in wanted and "jpg" in sample:
+                found[sample["__key__"]] = sample["jpg"]
+        if len(found) == len(wanted):
+            break
+    return found
