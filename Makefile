@@ -9,7 +9,7 @@ export GEOCONCEPT_DATA_ROOT ?= $(abspath $(DATA))
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-fast bench ui lint rebuild clean
+.PHONY: setup demo test test-fast bench ui lint rebuild readme-results clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,15 @@ bench: $(STAMP)
 ui: $(STAMP)
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(GEOCONCEPT_DATA_ROOT)/dagster_home} ; mkdir -p $$DAGSTER_HOME ; \
 	DAGSTER_HOME=$$DAGSTER_HOME $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${PORT:-3000}
+
+# make rebuild RAW=path/to/raw NEW=path/to/fresh/data-root [IMAGES=...] [RUN_CONFIG=jobs.yaml]
+rebuild: $(STAMP)
+	@test -n "$(RAW)" -a -n "$(NEW)" || { echo "usage: make rebuild RAW=<raw folder> NEW=<fresh data root> [IMAGES=...] [RUN_CONFIG=...]"; exit 2; }
+	$(BIN)/python -m pipelines.rebuild --raw-dir $(RAW) --data-root $(NEW) $(if $(IMAGES),--images $(IMAGES)) $(if $(RUN_CONFIG),--run-config $(RUN_CONFIG))
+
+# After `make demo`: put its real tables and figures into README.md (between the demo-results markers).
+readme-results: $(STAMP)
+	$(BIN)/python -m pipelines.readme_results --data-root $(GEOCONCEPT_DATA_ROOT)
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .

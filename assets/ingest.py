@@ -1,6 +1,7 @@
 """Ingest assets: raw tables → WebDataset shards (partitioned by chunk) → manifest → splits."""
 
 from collections import Counter
+from typing import Literal
 
 import dagster as dg
 import pandas as pd
@@ -60,6 +61,13 @@ def raw_dataset(
     )
 
 
+class ShardsConfig(dg.Config):
+    """`redo`: "missing" builds only shards not done yet; "failed" also rebuilds shards holding a
+    retryable failure (a missing or unreadable image that may have arrived since); "all" rebuilds."""
+
+    redo: Literal["missing", "failed", "all"] = "missing"
+
+
 @dg.asset(
     group_name=GROUP,
     owners=OWNERS,
@@ -73,14 +81,23 @@ def raw_dataset(
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
 )
 def shards(
-    context: dg.AssetExecutionContext, storage: StorageResource, ingest_settings: IngestResource
+    context: dg.AssetExecutionContext,
+    config: ShardsConfig,
+    storage: StorageResource,
+    ingest_settings: IngestResource,
 ) -> dg.MaterializeResult:
-    config = ingest_config(ingest_settings)
+    settings = ingest_config(ingest_settings)
     rows, files, totals = [], [], Counter()
     for key in context.partition_keys:
         source, index = ingest.parse_partition_key(key)
         stats = ingest.ingest_partition(
-            storage.data_root, storage.dataset, source, index, ingest_settings.images_path(), config
+            storage.data_root,
+            storage.dataset,
+            source,
+            index,
+            ingest_settings.images_path(),
+            settings,
+            redo=config.redo,
         )
         folder = storage.layout.shards(storage.dataset, source)
         files += [folder / f"{s.shard}{ext}" for s in stats.shards for ext in (".tar", ".parquet")]

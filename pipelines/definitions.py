@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets import concepts, evaluation, features, ingest, training
+from pipelines.automation import SCHEDULES, SENSORS
 from pipelines.executors import executor_from_env
 from pipelines.io_manager import JsonIOManagerFactory
 from pipelines.jobs import JOBS
@@ -34,5 +35,7 @@ defs = dg.Definitions(
         "io_manager": JsonIOManagerFactory(base_dir=f"{default_data_root()}/dagster_io"),
     },
     jobs=JOBS,
+    sensors=SENSORS,
+    schedules=SCHEDULES,
     executor=executor_from_env(),
 )

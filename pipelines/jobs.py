@@ -7,8 +7,6 @@ stage_job → chunks_job (per chunk) → dataset_job → train_job (per variant)
 
 import dagster as dg
 
-from pipelines.partitions import CHUNKS, variant_partitions
-
 CHUNK_ASSETS = ["shards", "concept_labels", "image_features"]
 DATASET_ASSETS = (dg.AssetSelection.groups("concepts") - dg.AssetSelection.assets("concept_labels")) | (
     dg.AssetSelection.assets("manifest", "splits")
@@ -20,13 +18,11 @@ stage_job = dg.define_asset_job(
 chunks_job = dg.define_asset_job(
     "chunks_job",
     selection=CHUNK_ASSETS,
-    partitions_def=CHUNKS,
     description="Ingest: shards, concept labels and image features of the selected chunks.",
 )
 relabel_job = dg.define_asset_job(
     "relabel_job",
     selection=["concept_labels"],
-    partitions_def=CHUNKS,
     description="Recompute the concept labels of the selected chunks (after a change of the bank or a layer).",
 )
 dataset_job = dg.define_asset_job(
@@ -37,7 +33,6 @@ dataset_job = dg.define_asset_job(
 train_job = dg.define_asset_job(
     "train_job",
     selection=["checkpoint", "gallery_index"],
-    partitions_def=variant_partitions,
     description="Train one variant (every configured seed, through Dagster Pipes) and build its gallery.",
 )
 

@@ -98,13 +98,17 @@ class TrainingResource(ConfigurableResource):
 
 class GalleryResource(ConfigurableResource):
     """The GPS gallery predictions are drawn from: `coordinates` "geoclip" (GeoCLIP's 100K MP16
-    coordinates) or a CSV/Parquet of lat/lon; optionally a seeded subset; coordinates within
-    `exclude_test_within_km` of a test point are dropped (the sample's points come from the same
-    100K list). `index`: flat (exact), hnsw, or a FAISS factory string."""
+    coordinates) or a CSV/Parquet of lat/lon; optionally a seeded subset (`max_points`); `index`:
+    flat (exact), hnsw, or a FAISS factory string.
+
+    Gallery entries within `exclude_test_within_km` of a test point are dropped: the embedded
+    sample's points are drawn from the same 100K list, so each test location would otherwise be
+    in the gallery itself. The default (10 m) removes exactly those copies, not the other MP16
+    photos taken nearby, which a real gallery has too."""
 
     coordinates: str = "geoclip"
     max_points: int = 0
-    exclude_test_within_km: float = 1.0
+    exclude_test_within_km: float = 0.01
     index: str = "flat"
 
 
