@@ -87,7 +87,7 @@ def shards(
     ingest_settings: IngestResource,
 ) -> dg.MaterializeResult:
     settings = ingest_config(ingest_settings)
-    rows, files, totals = [], [], Counter()
+    rows, tars, manifests, totals = [], [], [], Counter()
     for key in context.partition_keys:
         source, index = ingest.parse_partition_key(key)
         stats = ingest.ingest_partition(
@@ -100,14 +100,15 @@ def shards(
             redo=config.redo,
         )
         folder = storage.layout.shards(storage.dataset, source)
-        files += [folder / f"{s.shard}{ext}" for s in stats.shards for ext in (".tar", ".parquet")]
+        tars += [folder / f"{s.shard}.tar" for s in stats.shards]
+        manifests += [folder / f"{s.shard}.parquet" for s in stats.shards]
         totals.update(stats.counts)
         rows.append({"partition": key, "records": stats.records, "ok": stats.ok, "shards_built": stats.built})
         context.log.info(f"{key}: {stats.ok}/{stats.records} ok, {stats.built} shard(s) built")
     # One run may cover a range of chunks (single-run backfill): the metadata has a row per chunk.
     return dg.MaterializeResult(
         metadata={"partitions": md.table(pd.DataFrame(rows)), "status_counts": md.counts_table(dict(totals))},
-        data_version=md.files_version(files),
+        data_version=md.shards_version(tars, manifests),
     )
 
 

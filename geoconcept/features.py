@@ -16,7 +16,6 @@ A shard is skipped when its file exists and records the same backbone and the sa
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -33,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 
 from geoconcept import atomic
 from geoconcept.errors import InputError
+from geoconcept.hashing import file_sha256
 from geoconcept.model.backbone import Backbone
 from geoconcept.model.tensor_files import json_metadata, read_metadata, read_tensors, require_metadata, save_tensors
 
@@ -58,14 +58,6 @@ class ExtractResult:
     skipped: bool  # already up to date
     seconds: float
     warning: str | None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _identity(backbone: Backbone) -> dict[str, str]:
@@ -137,7 +129,7 @@ def extract_shard_features(
     if not tar_path.is_file():
         raise InputError(f"shard {tar_path} not found")
     atomic.remove_stale_temps(out_path.parent, [out_path.name])
-    source_sha = _sha256(tar_path)
+    source_sha = file_sha256(tar_path)
     if is_up_to_date(out_path, backbone, source_sha):
         count = int(read_metadata(out_path, "feature file").get("count", 0))
         return ExtractResult(out_path, count, True, time.perf_counter() - start, backbone.warning)

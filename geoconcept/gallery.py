@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from geoconcept import atomic, bundled
 from geoconcept.errors import ConfigError, InputError
+from geoconcept.hashing import file_sha256
 from geoconcept.layers import sphere
 from geoconcept.model.geoconcept_model import GeoConceptModel
 
@@ -42,14 +43,6 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 UseGpu = bool | Literal["auto"]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _gpus() -> int:
@@ -100,15 +93,11 @@ def sample_coordinates(latlon: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.asarray(latlon, dtype=np.float64)[np.sort(rng.choice(len(latlon), n, replace=False))]
 
 
-def _to_sphere(latlon: np.ndarray) -> np.ndarray:
-    lat, lon = np.deg2rad(latlon[:, 0]), np.deg2rad(latlon[:, 1])
-    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
-
-
 def kmeans_coordinates(latlon: np.ndarray, n: int, seed: int = 0, iterations: int = 25) -> np.ndarray:
     """`n` spherical k-means centres of `latlon` (clustered as unit vectors, so no seam at the
     dateline and no stretching near the poles), as (n, 2) lat/lon."""
-    points = np.ascontiguousarray(_to_sphere(np.asarray(latlon, dtype=np.float64)), dtype=np.float32)
+    latlon = np.asarray(latlon, dtype=np.float64)
+    points = np.ascontiguousarray(sphere.unit_vectors(latlon[:, 0], latlon[:, 1]), dtype=np.float32)
     if n >= len(points):
         return np.asarray(latlon, dtype=np.float64).copy()
     kmeans = faiss.Kmeans(3, n, niter=iterations, seed=seed, spherical=True, verbose=False)
@@ -204,7 +193,7 @@ def _up_to_date(folder: Path, wanted: dict[str, Any]) -> bool:
         info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
         if any(info.get(k) != v for k, v in wanted.items()):
             return False
-        return all(_sha256(folder / name) == sha for name, sha in info["files"].items())
+        return all(file_sha256(folder / name) == sha for name, sha in info["files"].items())
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -256,7 +245,7 @@ def build_gallery(
         "metric": "inner_product",
         "source": source,
         "faiss_version": faiss.__version__,
-        "files": {INDEX_FILE: _sha256(out / INDEX_FILE), ROWS_FILE: _sha256(out / ROWS_FILE)},
+        "files": {INDEX_FILE: file_sha256(out / INDEX_FILE), ROWS_FILE: file_sha256(out / ROWS_FILE)},
     }
     atomic.write_json(out / INFO_FILE, info)
     return info

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from geoconcept import atomic
+from geoconcept.hashing import file_sha256
 
 # The packages whose versions decide the bytes of the outputs (numerics, codecs, file formats).
 KEY_PACKAGES = (
@@ -29,14 +30,6 @@ def package_versions(names: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str | N
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     return versions
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def tree_sha256(folder: Path) -> tuple[str, int]:

@@ -11,6 +11,8 @@ from typing import Any
 import pandas as pd
 from dagster import DataVersion, MetadataValue, TableColumn, TableRecord, TableSchema
 
+from geoconcept.hashing import file_sha256, parquet_rows_sha256
+
 
 def table(frame: pd.DataFrame, limit: int = 50) -> MetadataValue:
     """A DataFrame as a UI table (first `limit` rows)."""
@@ -44,15 +46,15 @@ def data_version(parts: Iterable[Any]) -> DataVersion:
     return DataVersion(h.hexdigest()[:24])
 
 
+def shards_version(tars: Sequence[Path], manifests: Sequence[Path]) -> DataVersion:
+    """Data version of shards: the tars' bytes and the manifests' rows (not their provenance metadata,
+    so a shard rebuilt from a touched but unchanged image keeps its version)."""
+    return data_version([file_sha256(p) for p in tars] + [parquet_rows_sha256(p) for p in manifests])
+
+
 def files_version(paths: Sequence[Path]) -> DataVersion:
     """Data version of a set of output files: the sha256 of their bytes, in order."""
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(path.name.encode())
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return DataVersion(h.hexdigest()[:24])
+    return data_version((path.name, file_sha256(path)) for path in paths)
 
 
 def _kind(series: pd.Series) -> str:

@@ -103,7 +103,14 @@ def write_embeddings(path: Path, ids: list[str], vectors: torch.Tensor, bank_sha
     save_tensors(
         path,
         {"embeddings": vectors},
-        {"concept_ids": json.dumps(ids), "bank_sha256": bank_sha256, "model": "ViT-B-32", "pretrained": "none"},
+        {
+            "concept_ids": json.dumps(ids),
+            "bank_sha256": bank_sha256,
+            "bank_version": "test",
+            "model": "ViT-B-32",
+            "pretrained": "none",
+            "pretrained_weights_loaded": "false",
+        },
     )
 
 

@@ -3,8 +3,8 @@
 A scheduler and two single-threaded worker processes are started on 127.0.0.1 (each in its own
 session, stopped by id). `dagster job execute` runs stage_job, then one chunks_job run per chunk,
 all at once as a backfill would launch them, with GEOCONCEPT_EXECUTOR=dask. The chunk runs select
-the shards and concept labels (image features run the same way, but starting the backbone costs
-each worker ~10 s here). The test checks that every run succeeded, that every step of every run
+the shards and concept labels (image features run the same way, but creating the backbone costs
+each worker about 10 s more here). The test checks that every run succeeded, that every step of every run
 started in a dask worker process (not in the run's own process), and that the shards and labels
 are complete.
 """
@@ -57,6 +57,10 @@ def _live_processes(sessions: list[int]) -> list[str]:
     out = subprocess.run(["ps", "-e", "-o", "pid=,sid=,stat=,args="], capture_output=True, text=True, check=True)
     lines = [line.split(None, 3) for line in out.stdout.splitlines()]
     return [" ".join(f) for f in lines if len(f) == 4 and int(f[1]) in sessions and not f[2].startswith("Z")]
+
+
+def _log_tails(logs: Path) -> str:
+    return "".join(f"\n--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}" for log in sorted(logs.glob("*")))
 
 
 def _stop_session(proc: subprocess.Popen) -> None:
@@ -115,9 +119,12 @@ def dask_cluster(tmp_path: Path, deployment: dict[str, str]) -> Iterator[DaskClu
                         start_new_session=True,
                     )
                 )
-        with Client(address, timeout="30s") as client:
-            client.wait_for_workers(2, timeout=90)
-            worker_pids = frozenset(client.run(os.getpid).values())
+        try:
+            with Client(address, timeout="60s") as client:
+                client.wait_for_workers(2, timeout=90)
+                worker_pids = frozenset(client.run(os.getpid).values())
+        except (OSError, TimeoutError) as exc:
+            pytest.fail(f"the dask cluster did not start: {exc}{_log_tails(logs)}")
         yield DaskCluster(address, worker_pids, logs)
     finally:
         for proc in reversed(procs):
@@ -146,8 +153,7 @@ def _wait(proc: subprocess.Popen, cluster: DaskCluster) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate()
-    workers_log = (cluster.logs / "workers.log").read_text(errors="replace")
-    assert proc.returncode == 0, f"{proc.args} failed:\n{out[-5000:]}\n--- dask workers ---\n{workers_log[-3000:]}"
+    assert proc.returncode == 0, f"{proc.args} failed:\n{out[-5000:]}{_log_tails(cluster.logs)}"
 
 
 def _event_pids(instance, run_id: str, event_type) -> dict[str | None, int]:
@@ -176,8 +182,14 @@ def test_ingest_chunks_run_on_dask_workers(
     assert sorted(keys) == ["test-00000", "train-00000", "train-00001"]
     # One run per chunk, all at once, on the same cluster (what a backfill launches).
     runs = [_dagster_execute("chunks_job", deployment, config, {"dagster/partition": key}, CHUNK_STEPS) for key in keys]
-    for proc in runs:
-        _wait(proc, dask_cluster)
+    try:
+        for proc in runs:
+            _wait(proc, dask_cluster)
+    finally:
+        for proc in runs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     with dg.DagsterInstance.from_config(deployment["DAGSTER_HOME"]) as instance:
         records = instance.get_runs()

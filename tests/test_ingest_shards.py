@@ -34,7 +34,7 @@ def test_shard_tar_bytes_equal_webdataset_tarwriter(tmp_path, count):
     ) as writer:
         for key, jpeg, meta in samples:
             writer.write({"__key__": key, "jpg": jpeg, "json": shards.sample_json(meta)})
-    with shards.ShardWriter(tmp_path, 3, ()) as shard:
+    with shards.ShardWriter(tmp_path, 3, (), "0" * 64) as shard:
         for key, jpeg, meta in samples:
             shard.add_sample(key, jpeg, meta)
         shard.finish({name: [] for name in shards.MANIFEST_SCHEMA.names})

@@ -22,7 +22,7 @@ def test_loads_splits_features_coordinates_and_labels(tmp_path):
     data = load_training_data(config(paths, tmp_path))
     assert len(data.train) == 42 and len(data.val) == 12  # test rows are left out
     assert data.feature_dim == 16 and data.backbone == "test-backbone__none"
-    assert data.concepts is not None and data.concepts.concept_ids == CONCEPTS
+    assert data.concepts is not None and data.concepts.info.concept_ids == CONCEPTS
     assert data.labelled_concepts == ["tropical", "northern", "polar"]
     labels = data.train.labels
     assert labels is not None and labels.shape == (42, 4)

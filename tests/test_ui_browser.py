@@ -23,7 +23,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from selenium import webdriver
-from selenium.common.exceptions import ElementClickInterceptedException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
@@ -201,7 +205,8 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriv
     try:
         yield driver
     finally:
-        driver.save_screenshot(str(tmp_path / "last-page.png"))  # what the browser showed when the test ended
+        with contextlib.suppress(WebDriverException):  # the browser may have died with the test
+            driver.save_screenshot(str(tmp_path / "last-page.png"))  # what it showed when the test ended
         driver.quit()
 
 
@@ -221,20 +226,37 @@ def visible(driver: WebDriver, xpath: str):
     return next((e for e in driver.find_elements(By.XPATH, xpath) if e.is_displayed() and e.is_enabled()), None)
 
 
-def click(driver: WebDriver, xpath: str, what: str) -> None:
-    """Click when clickable. A fresh browser profile gets Dagster's "Join the community" dialog
-    once, a moment after the first page loads; it covers the page, so skip it whenever it shows."""
+def skip_community_dialog(driver: WebDriver) -> None:
+    """A fresh browser profile gets Dagster's "Join the community" dialog once, a moment after the
+    first page loads (it covers the page and closes open menus): skip it whenever it shows."""
+    if skip := visible(driver, "//button[normalize-space()='Skip']"):
+        skip.click()
 
+
+def click(driver: WebDriver, xpath: str, what: str) -> None:
     def clicked(d: WebDriver) -> bool:
-        if skip := visible(d, "//button[normalize-space()='Skip']"):
-            skip.click()
-        button = visible(d, xpath)
-        if button is None:
-            return False
-        button.click()
-        return True
+        skip_community_dialog(d)
+        if button := visible(d, xpath):
+            button.click()
+            return True
+        return False
 
     wait_for(driver, clicked, what)
+
+
+def choose_from_menu(driver: WebDriver, opener: str, item: str, what: str) -> None:
+    """Open a menu and click one of its items, opening it again if something closed it meanwhile."""
+
+    def chosen(d: WebDriver) -> bool:
+        skip_community_dialog(d)
+        if entry := visible(d, item):
+            entry.click()
+            return True
+        if not d.find_elements(By.XPATH, "//*[@role='menu']") and (button := visible(d, opener)):
+            button.click()
+        return False
+
+    wait_for(driver, chosen, what)
 
 
 def page_text(driver: WebDriver) -> str:
@@ -347,8 +369,12 @@ def test_asset_graph_and_materialize_from_the_ui(webserver: Webserver, browser: 
     click(browser, "//button[normalize-space()='Hide navigation']", "Hide navigation")
 
     # Expand every group through the graph's settings menu; the URL then keeps the expanded state.
-    click(browser, "(//button[.//*[@aria-label='settings']])[last()]", "the graph settings button")
-    click(browser, "//button[@role='menuitem'][contains(., 'Expand all groups')]", "Expand all groups")
+    choose_from_menu(
+        browser,
+        "(//button[.//*[@aria-label='settings']])[last()]",
+        "//button[@role='menuitem'][contains(., 'Expand all groups')]",
+        "Expand all groups in the graph settings menu",
+    )
     wait_for(browser, lambda d: "expanded=" in d.current_url, "the expanded groups in the URL")
     graph_url = browser.current_url
     browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)  # close the menu
@@ -378,7 +404,7 @@ def test_asset_graph_and_materialize_from_the_ui(webserver: Webserver, browser: 
     while (run := find_run(webserver, run["runId"]))["status"] not in RUN_TERMINAL:
         assert time.monotonic() < deadline, f"run still {run['status']} after {RUN_DONE_S} s"
         time.sleep(0.5)
-    assert run["status"] == "SUCCESS", webserver.log_tail()
+    assert run["status"] == "SUCCESS", f"run {run['status']}; its page shows:\n{page_text(browser)[-4000:]}"
     wait_for(browser, lambda d: "RUN_SUCCESS" in page_text(d), "RUN_SUCCESS in the run's event log")
     wait_for(browser, lambda d: visible(d, "//*[normalize-space(text())='Success']"), "the run's Success tag")
     browser.save_screenshot(str(tmp_path / "run.png"))

@@ -7,7 +7,10 @@ table) and shards/<dataset>/<source>/shard-NNNNNN.tar + .parquet (manifest, one 
 record with its status), sizes.json, and shards/<dataset>/summary.json.
 
 Exits 0 when the run completed, even if records were quarantined (the summary lists them by
-reason); 2 with a one-line message when it could not run. Re-running skips finished shards.
+reason); 2 with a one-line message when it could not run. Re-running rebuilds only the shards
+whose inputs changed (rows of the table, image files, image settings) and skips the others; rows
+removed from the end of the table remove their shards. Changing --samples-per-shard or
+--shards-per-partition needs --overwrite.
 """
 
 from __future__ import annotations
@@ -39,10 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     redo.add_argument(
         "--retry-failed",
         action="store_true",
-        help="rebuild finished shards that hold missing or unreadable images (e.g. images added since)",
+        help="also rebuild up-to-date shards that hold missing or unreadable images (e.g. permissions fixed since)",
     )
     redo.add_argument(
-        "--overwrite", action="store_true", help="rebuild every shard, also after a change of input or settings"
+        "--overwrite",
+        action="store_true",
+        help="rebuild every shard (needed after a change of --samples-per-shard or --shards-per-partition)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -58,6 +63,11 @@ def _report(result: IngestResult, out: Path) -> None:
         f"ingest: {staged.rows} rows of {staged.source!r} -> {staged.shards} shard(s) in "
         f"{staged.partitions} partition(s); {built} built now, {shards_run - built} already done"
     )
+    if result.removed_shards:
+        print(
+            f"  removed {len(result.removed_shards)} shard(s) beyond the table's last row: "
+            f"{', '.join(result.removed_shards)}"
+        )
     summary = result.summary.sources.get(staged.source)
     if summary is not None:
         print(

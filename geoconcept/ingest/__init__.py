@@ -21,14 +21,25 @@ Layout (`geoconcept.layout.DataRoot`): shard i of a source holds input rows [i*S
 (S = samples_per_shard), so shard numbers have no gaps whatever fails, and any shard can be
 rebuilt alone. `shards/<dataset>/<source>/shard-NNNNNN.tar` holds `<key>.jpg` + `<key>.json` per
 accepted record; `shard-NNNNNN.parquet` beside it is the manifest, one row per input record of
-the shard, with its status (`ok` or a reason code from `reasons`) and detail. A shard is done
-when its manifest exists (written atomically after the tar), a partition when all its shards are.
+the shard, with its status (`ok` or a reason code from `reasons`) and detail.
 
-Re-runs: done shards are skipped; `redo="failed"` (CLI `--retry-failed`) rebuilds only the shards
-whose manifests hold a retryable failure (`missing_image`, `unreadable_image`: an image that has
-appeared since, or became readable, is then ingested); `redo="all"` (CLI `--overwrite`) rebuilds
-everything, also after a change of input or settings, which is otherwise refused (`plan.json`).
-A rebuilt shard's manifest is deleted first, so a crash mid-rebuild leaves it "not done".
+Done: every shard has an input fingerprint (`fingerprint`): a sha256 over its staged rows, the
+settings that shape its bytes, and what each of its records' images resolves to, by stat alone
+(folder: resolved path, size, mtime; tars: tar name, size, mtime, member offset and size; or why
+the lookup failed). The manifest (written atomically after the tar) records it; a shard is done
+when its manifest exists and records the fingerprint of its current inputs, a partition when all
+its shards are. Computing it reads no image: skipping a done 1,000-record shard costs milliseconds.
+
+Re-runs (redo="missing", the default) rebuild exactly the shards that are not done: never built,
+or built from other inputs: a row edited, an image replaced or touched (a touched image gives the
+same tar bytes), rows appended (new shards), an image setting changed. When the input table
+shrank, the shards beyond its new end are removed (`removed_shards` of the result). Changing
+samples_per_shard or shards_per_partition changes what every shard and partition key holds, so it
+is refused (`plan.json`) unless `redo="all"` (CLI `--overwrite`) rebuilds everything.
+`redo="failed"` (CLI `--retry-failed`) also rebuilds the done shards whose manifests hold a
+retryable failure (`missing_image`, `unreadable_image`: an image that became readable by a change
+its stat does not show, e.g. permissions). A rebuilt shard's manifest is deleted first, so a crash
+mid-rebuild leaves it "not done".
 
 Duplicates: a repeated IMG_ID is `duplicate_id` (decided at staging over the whole table). The
 same image bytes under two IDs: within a shard, the later copy is `duplicate_content` when the

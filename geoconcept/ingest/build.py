@@ -2,15 +2,19 @@
 
 For each input row of the shard, in order: IMG_ID checks, repeated IMG_ID, GPS, image lookup,
 same bytes as an accepted record of this shard, decode and normalise. Accepted records go into
-the tar; every record, accepted or not, gets a manifest row.
+the tar; every record, accepted or not, gets a manifest row. The manifest records the input
+fingerprint the job was planned with (computed from the same `ShardInput` before the build).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from geoconcept.ingest import images as imaging
 from geoconcept.ingest import reasons, records, sources, staging
@@ -32,6 +36,7 @@ class ShardJob:
     rows: range
     images: sources.ImagesSpec
     config: IngestConfig
+    fingerprint: str  # of the shard's inputs when the job was planned (recorded in the manifest)
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,33 @@ def _counts(statuses: list[str]) -> dict[str, int]:
     for status in statuses:
         counts[status] = counts.get(status, 0) + 1
     return dict(sorted(counts.items()))
+
+
+@dataclass(frozen=True)
+class ShardInput:
+    """A shard's staged rows, parsed, with the verdicts of the checks made before any image lookup."""
+
+    table: pa.Table  # the staged rows: `row`, the input's columns as text, `duplicate_of`
+    img_ids: list[str]
+    gps: list[tuple[float | None, float | None, str | None]]
+    status: list[str | None]  # None: the record's image is looked up
+    detail: list[str | None]
+    paths: list[str]  # relative image path per record ("" for a bad IMG_ID)
+
+    @property
+    def looked_up(self) -> list[int]:
+        """The records whose image is looked up (those no earlier check rejected)."""
+        return [i for i, s in enumerate(self.status) if s is None]
+
+
+def read_shard_input(staged: str | os.PathLike[str], rows: range) -> ShardInput:
+    """Rows `rows` of a staged table, checked up to (not including) the image lookup."""
+    table = staging.read_rows(staged, rows)
+    img_ids = [v or "" for v in table.column("IMG_ID").to_pylist()]
+    lats, lons = table.column("LAT").to_pylist(), table.column("LON").to_pylist()
+    gps = [records.parse_gps(la, lo) for la, lo in zip(lats, lons, strict=True)]
+    status, detail, paths = _check_records(img_ids, table.column("duplicate_of").to_pylist(), gps)
+    return ShardInput(table, img_ids, gps, status, detail, paths)
 
 
 def _check_records(
@@ -82,26 +114,22 @@ def build_shard(job: ShardJob) -> ShardStats:
     config = job.config
     folder = DataRoot(Path(job.data_root)).shards(job.dataset, job.source)
     name = shard_name(job.index)
-    table = staging.read_rows(job.staged, job.rows)
-    img_ids = [v or "" for v in table.column("IMG_ID").to_pylist()]
+    shard = read_shard_input(job.staged, job.rows)
+    img_ids, gps, paths = shard.img_ids, shard.gps, shard.paths
     n = len(img_ids)
-    rows = table.column("row").to_pylist()
-    duplicate_of = table.column("duplicate_of").to_pylist()
-    extras = {c: table.column(c).to_pylist() for c in job.extra_columns}
-    lats, lons = table.column("LAT").to_pylist(), table.column("LON").to_pylist()
-    gps = [records.parse_gps(la, lo) for la, lo in zip(lats, lons, strict=True)]
-
+    rows = shard.table.column("row").to_pylist()
+    extras = {c: shard.table.column(c).to_pylist() for c in job.extra_columns}
     keys = [records.sample_key(v) for v in img_ids]
-    status, detail, paths = _check_records(img_ids, duplicate_of, gps)
+    status, detail = list(shard.status), list(shard.detail)
 
     sha256: list[str | None] = [None] * n
     width: list[int | None] = [None] * n
     height: list[int | None] = [None] * n
     jpeg_bytes: list[int | None] = [None] * n
-    todo = [i for i in range(n) if status[i] is None]
+    todo = shard.looked_up
     image_source = sources.open_images(job.images, config.max_image_bytes)
     first_copy: dict[str, int] = {}  # sha256 -> index of the accepted record with those bytes
-    with ShardWriter(folder, job.index, job.extra_columns) as writer:
+    with ShardWriter(folder, job.index, job.extra_columns, job.fingerprint) as writer:
         for i, data in zip(todo, image_source.read_all([paths[i] for i in todo]), strict=True):
             if isinstance(data, reasons.Rejected):
                 status[i], detail[i] = data.status, data.detail

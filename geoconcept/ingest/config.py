@@ -10,6 +10,9 @@ from geoconcept.errors import ConfigError
 # Below Pillow's own decompression-bomb warning threshold (about 89 Mpx), so our check decides.
 DEFAULT_MAX_PIXELS = 80_000_000
 DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024
+# The settings that decide which rows form each shard and partition, and so what every shard name
+# and partition key means: changing them is a rebuild of everything (redo="all").
+LAYOUT_SETTINGS = ("samples_per_shard", "shards_per_partition")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,16 @@ class IngestConfig:
         return {
             "samples_per_shard": self.samples_per_shard,
             "shards_per_partition": self.shards_per_partition,
+            "image_size": self.image_size,
+            "jpeg_quality": self.jpeg_quality,
+            "max_pixels": self.max_pixels,
+            "max_image_bytes": self.max_image_bytes,
+        }
+
+    def shard_settings(self) -> dict[str, int]:
+        """The settings a shard's bytes depend on (part of its input fingerprint)."""
+        return {
+            "samples_per_shard": self.samples_per_shard,
             "image_size": self.image_size,
             "jpeg_quality": self.jpeg_quality,
             "max_pixels": self.max_pixels,

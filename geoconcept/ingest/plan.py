@@ -4,11 +4,12 @@ Shard i of a source holds input rows [i*S, (i+1)*S) (S = samples_per_shard), wha
 those rows, so shard numbers have no gaps and any shard can be rebuilt alone. A partition is
 `shards_per_partition` consecutive shards; its key is `f"{source}-{index:05d}"`.
 
-`plan.json` in the source's shard folder records what the shards were built from and how (the
-staged input's fingerprint, row count and `IngestConfig.plan_settings()`; the location of the
-images is not part of it, so moving them and pointing ingest at the new place is fine). A later
-run with a different input or settings stops with a clear error instead of mixing shards built
-two ways in one folder.
+`plan.json` in the source's shard folder records the current plan: the staged input's
+fingerprint, its row count and `IngestConfig.plan_settings()` (the location of the images is not
+part of it, so moving them and pointing ingest at the new place is fine). A changed input table or
+image setting is simply recorded: each shard's input fingerprint (`fingerprint`) decides which
+shards are rebuilt. A changed layout (`LAYOUT_SETTINGS`: samples_per_shard, shards_per_partition)
+changes what every shard and partition key holds, so it is refused unless everything is rebuilt.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from geoconcept import atomic
 from geoconcept.errors import ConfigError
-from geoconcept.ingest.config import IngestConfig
+from geoconcept.ingest.config import LAYOUT_SETTINGS, IngestConfig
 from geoconcept.layout import DataRoot, shard_name
 
 PLAN_FILE = "plan.json"
@@ -80,24 +81,25 @@ def read_plan(folder: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def check_plan(folder: Path, plan: dict[str, Any], *, replace: bool) -> None:
-    """Record `plan` for the shards in `folder`, or refuse if they were built another way.
+def layout_changes(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The layout settings (and plan format) in which two plans differ."""
+    return sorted(k for k in ("format", *LAYOUT_SETTINGS) if recorded.get(k) != wanted.get(k))
 
-    With `replace`, a different recorded plan is overwritten (the caller rebuilds every shard).
-    Callers hold the source lock, so two processes cannot record different plans.
-    """
+
+def layout_error(folder: Path, recorded: dict[str, Any], wanted: dict[str, Any]) -> ConfigError:
+    changes = ", ".join(f"{k} {recorded.get(k)} -> {wanted.get(k)}" for k in layout_changes(recorded, wanted))
+    return ConfigError(
+        f"the shards in {folder} were cut with other layout settings (changed: {changes}); that changes what "
+        "every shard and partition key holds: rebuild them all with `geoconcept ingest --overwrite` "
+        "(library: redo='all'), or ingest into another dataset name"
+    )
+
+
+def write_plan(folder: Path, plan: dict[str, Any]) -> None:
+    """Record `plan` for the shards in `folder` (callers hold the plan lock and checked the layout)."""
     atomic.remove_stale_temps(folder, [PLAN_FILE])
-    recorded = read_plan(folder)
-    if recorded == plan:
-        return
-    if recorded is not None and not replace:
-        changed = sorted(k for k in plan.keys() | recorded.keys() if plan.get(k) != recorded.get(k))
-        raise ConfigError(
-            f"the shards in {folder} were built from a different input table or with different settings "
-            f"(changed: {', '.join(changed)}); rebuild them all with `geoconcept ingest --overwrite` "
-            "(library: redo='all'), or ingest into another dataset name"
-        )
-    atomic.write_json(folder / PLAN_FILE, plan)
+    if read_plan(folder) != plan:
+        atomic.write_json(folder / PLAN_FILE, plan)
 
 
 def partition_manifests(data_root: str | os.PathLike[str], dataset: str, key: str) -> list[Path]:

@@ -3,12 +3,15 @@
 The unit of work is one shard; a partition (the unit of resuming and of Dagster) is a run of
 consecutive shards, locked with flock while it is being built so that the same partition cannot
 be built twice at once, while different partitions of a source can run in different processes.
+This process computes each shard's input fingerprint (cheap: no image is read) to decide whether
+it is done; the shards to build go to the pool with their fingerprint, which their manifest records.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import threading
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from geoconcept.errors import ConfigError, GeoconceptError
-from geoconcept.ingest import build, locks, plan, reasons, shards, sources, staging
+from geoconcept.ingest import build, fingerprint, locks, plan, reasons, shards, sources, staging
 from geoconcept.ingest.build import ShardJob, ShardStats
 from geoconcept.ingest.config import IngestConfig
 from geoconcept.ingest.staging import StagedSource
@@ -40,6 +43,8 @@ class PartitionStats:
     key: str
     index: int
     shards: tuple[ShardStats, ...]
+    # Shards beyond the input's last row that this call removed (the input table shrank).
+    removed_shards: tuple[str, ...] = ()
 
     @property
     def counts(self) -> dict[str, int]:
@@ -68,6 +73,8 @@ class IngestResult:
     staged: StagedSource
     partitions: tuple[PartitionStats, ...]
     summary: IngestSummary
+    # Shards beyond the input's last row that this run removed (the input table shrank).
+    removed_shards: tuple[str, ...] = ()
 
 
 class _InlineExecutor(cf.Executor):
@@ -125,8 +132,9 @@ def _pool(workers: int) -> cf.Executor:
     return _InlineExecutor() if workers == 1 else _WorkerPool(workers)
 
 
-def _skip(folder: Path, index: int, redo: str) -> bool:
-    if redo == "all" or not shards.is_done(folder, index):
+def _skip(folder: Path, index: int, redo: str, current: str) -> bool:
+    """Whether shard `index`, whose inputs have fingerprint `current` now, is left as it is."""
+    if redo == "all" or not shards.is_done(folder, index, current):
         return False
     if redo == "failed":
         return not reasons.RETRYABLE & shards.status_counts(shards.manifest_path(folder, index)).keys()
@@ -157,6 +165,7 @@ def _build_partitions(
     held: dict[int, int] = {}  # partition -> lock descriptor
     running: dict[cf.Future[ShardStats], tuple[int, int]] = {}
     workers = min(config.workers, max(total, 1))
+    images = sources.open_images(spec, config.max_image_bytes)
     executor = _pool(workers)
 
     def collect(futures: set[cf.Future[ShardStats]]) -> None:
@@ -185,7 +194,9 @@ def _build_partitions(
                 plan.lock_path(data_root, staged.dataset, staged.source, key), wait=False, what=f"partition {key}"
             )
             for index in shard_lists[partition]:
-                if _skip(folder, index, redo):
+                rows = plan.shard_rows(index, staged.rows, config.samples_per_shard)
+                current = fingerprint.shard_fingerprint(build.read_shard_input(staged.path, rows), images, config)
+                if _skip(folder, index, redo, current):
                     results[partition][index] = _done_stats(folder, index)
                     done += 1
                     if progress:
@@ -200,9 +211,10 @@ def _build_partitions(
                     str(staged.path),
                     staged.extra_columns,
                     index,
-                    plan.shard_rows(index, staged.rows, config.samples_per_shard),
+                    rows,
                     spec,
                     config,
+                    current,
                 )
                 running[executor.submit(build.build_shard, job)] = (partition, index)
                 while len(running) >= 2 * workers:
@@ -223,11 +235,29 @@ def _build_partitions(
     ]
 
 
-def _record_plan(data_root: DataRoot, staged: StagedSource, *, replace: bool) -> None:
-    """Record the shard plan of a source, or refuse a different one (see plan.check_plan).
+def _remove_shards(data_root: DataRoot, staged: StagedSource, recorded: dict[str, Any], first: int) -> list[int]:
+    """Remove the shards numbered `first` and above, manifest before tar (a shard stops counting as
+    done before its tar goes). A partition being built elsewhere is waited for: its shards go after."""
+    folder = data_root.shards(staged.dataset, staged.source)
+    doomed = sorted({i for p in folder.glob("shard-*") if (i := shards.shard_index(p)) is not None and i >= first})
+    per_partition = int(recorded.get("shards_per_partition", staged.config.shards_per_partition))
+    for partition in sorted({i // per_partition for i in doomed}):
+        key = plan.partition_key(staged.source, partition)
+        with locks.locked(
+            plan.lock_path(data_root, staged.dataset, staged.source, key), wait=True, what=f"partition {key}"
+        ):
+            for index in (i for i in doomed if i // per_partition == partition):
+                shards.manifest_path(folder, index).unlink(missing_ok=True)
+                shards.tar_path(folder, index).unlink(missing_ok=True)
+    return doomed
 
-    With `replace`, shards built under a different plan are removed first, manifests before tars
-    (a shard stops counting as done before its tar goes).
+
+def _record_plan(data_root: DataRoot, staged: StagedSource, *, replace: bool) -> tuple[str, ...]:
+    """Record the shard plan of a source (see plan.py); return the shards removed.
+
+    A changed input table or image setting is recorded: the shard fingerprints decide what is
+    rebuilt, and shards beyond the input's last row are removed. A changed layout is refused, or
+    with `replace` every shard cut under the old layout is removed.
     """
     folder = data_root.shards(staged.dataset, staged.source)
     folder.mkdir(parents=True, exist_ok=True)
@@ -235,12 +265,14 @@ def _record_plan(data_root: DataRoot, staged: StagedSource, *, replace: bool) ->
     with locks.locked(
         plan.lock_path(data_root, staged.dataset, staged.source, "plan"), wait=True, what=f"the plan of {folder}"
     ):
-        recorded = plan.read_plan(folder)
-        if replace and recorded is not None and recorded != wanted:
-            for pattern in ("shard-*.parquet", "shard-*.tar"):
-                for path in sorted(folder.glob(pattern)):
-                    path.unlink()
-        plan.check_plan(folder, wanted, replace=replace)
+        recorded = plan.read_plan(folder) or {}
+        relayout = bool(recorded) and bool(plan.layout_changes(recorded, wanted))
+        if relayout and not replace:
+            raise plan.layout_error(folder, recorded, wanted)
+        removed = _remove_shards(data_root, staged, recorded, 0 if relayout else staged.shards)
+        plan.write_plan(folder, wanted)
+    # After a new layout, the shards below the new count are rebuilt, not gone.
+    return tuple(shard_name(i) for i in removed if i >= staged.shards)
 
 
 def _check_redo(redo: str) -> None:
@@ -270,17 +302,21 @@ def ingest_partition(
 ) -> PartitionStats:
     """Build the shards of one partition of a staged source (what a Dagster partition runs).
 
-    Done shards are skipped (redo="missing"), rebuilt if they hold retryable failures
-    (redo="failed"), or rebuilt anyway (redo="all"). Raises `locks.Busy` if another process is
-    building the same partition. Does not rewrite sizes.json / summary.json: call write_summary.
+    Done shards (built from the inputs they have now: see `fingerprint`) are skipped
+    (redo="missing"), also rebuilt if they hold retryable failures (redo="failed"), or all rebuilt
+    (redo="all"). If the input table shrank, the shards beyond its end are removed (listed in
+    `removed_shards`). Raises `locks.Busy` if another process is building the same partition, and
+    ConfigError if the layout settings changed. Does not rewrite sizes.json / summary.json: call
+    write_summary.
     """
     _check_redo(redo)
     root = DataRoot(Path(data_root))
     staged = staging.load_staged(data_root, dataset, source, config or IngestConfig())
     _check_partitions(staged, [partition_index])
     spec = sources.resolve_images(images, data_root, dataset)
-    _record_plan(root, staged, replace=False)
-    return _build_partitions(root, staged, spec, [partition_index], redo, progress)[0]
+    removed = _record_plan(root, staged, replace=False)
+    stats = _build_partitions(root, staged, spec, [partition_index], redo, progress)[0]
+    return dataclasses.replace(stats, removed_shards=removed)
 
 
 def _writable(data_root: Path) -> None:
@@ -307,8 +343,9 @@ def ingest(
     """Stage `table`, build the shards of all (or the given) partitions, rewrite the summary.
 
     Input problems (missing table or images, missing columns) raise InputError before anything is
-    written. redo="all" with all partitions also accepts changed settings or a changed input,
-    replacing every shard of the source.
+    written. Shards whose inputs changed (rows, images, settings) are rebuilt; shards beyond the end
+    of a shrunken table are removed (`removed_shards`). A change of samples_per_shard or
+    shards_per_partition needs redo="all" with all partitions, which replaces every shard.
     """
     _check_redo(redo)
     config = config or IngestConfig()
@@ -322,6 +359,6 @@ def ingest(
     wanted = list(range(staged.partitions)) if partitions is None else sorted(set(partitions))
     _check_partitions(staged, wanted)
     spec = sources.resolve_images(images, data_root, dataset)
-    _record_plan(root, staged, replace=redo == "all" and partitions is None)
+    removed = _record_plan(root, staged, replace=redo == "all" and partitions is None)
     stats = _build_partitions(root, staged, spec, wanted, redo, progress)
-    return IngestResult(staged, tuple(stats), write_summary(data_root, dataset))
+    return IngestResult(staged, tuple(stats), write_summary(data_root, dataset), removed)

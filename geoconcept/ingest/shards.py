@@ -4,14 +4,17 @@ The tar holds `<key>.jpg` + `<key>.json` per accepted record, in input order: a 
 shard, byte for byte what `webdataset.TarWriter` writes in USTAR format with a fixed mtime, owner
 and mode (so the same input gives the same bytes), but with the member headers built here (see
 `ustar_member`). The manifest has one row per input record of the shard's row range, good or bad
-(`MANIFEST_SCHEMA` + the input's extra columns as text). Both are written atomically, the tar
-first: a shard is done exactly when its manifest exists.
+(`MANIFEST_SCHEMA` + the input's extra columns as text); its Parquet metadata records the input
+fingerprint the shard was built for (`FINGERPRINT_KEY`, see `fingerprint`). Both are written
+atomically, the tar first: a shard is done exactly when its manifest exists and records the
+fingerprint of its current inputs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +46,8 @@ _HEADER_REST = (
     + bytes(8 + 8 + 155 + 12)
 )
 _MAX_MEMBER_BYTES = 8**11 - 1  # what 11 octal digits hold
+_SHARD_FILE = re.compile(r"^shard-(?P<index>\d{6,})\.(?:tar|parquet)$")
+FINGERPRINT_KEY = b"geoconcept_input_fingerprint"
 MANIFEST_SCHEMA = pa.schema(
     [
         ("key", pa.string()),  # the sample's key in the tar: 20 hex chars of blake2b(IMG_ID); null if IMG_ID is empty
@@ -90,8 +95,25 @@ def manifest_path(folder: Path, index: int) -> Path:
     return folder / f"{shard_name(index)}.parquet"
 
 
-def is_done(folder: Path, index: int) -> bool:
-    return manifest_path(folder, index).exists()
+def shard_index(path: Path) -> int | None:
+    """The index of a shard's tar or manifest (`shard-000012.tar` -> 12); None for other files."""
+    match = _SHARD_FILE.match(path.name)
+    return int(match["index"]) if match else None
+
+
+def recorded_fingerprint(manifest: Path) -> str | None:
+    """The input fingerprint a manifest was built for; None if there is no (readable) manifest, or it
+    predates fingerprints."""
+    try:
+        value = (pq.read_metadata(manifest).metadata or {}).get(FINGERPRINT_KEY)
+    except (OSError, pa.ArrowException):
+        return None
+    return value.decode() if value else None
+
+
+def is_done(folder: Path, index: int, fingerprint: str) -> bool:
+    """Shard `index` is built and was built from the inputs whose fingerprint is `fingerprint`."""
+    return recorded_fingerprint(manifest_path(folder, index)) == fingerprint
 
 
 def sample_json(meta: dict[str, Any]) -> bytes:
@@ -113,10 +135,10 @@ class ShardWriter:
     """Writes one shard: samples stream into a temporary tar; on success the tar, then the manifest,
     appear under their final names. On error neither appears (an older complete shard stays)."""
 
-    def __init__(self, folder: Path, index: int, extra_columns: Sequence[str]) -> None:
+    def __init__(self, folder: Path, index: int, extra_columns: Sequence[str], fingerprint: str) -> None:
         self.folder = folder
         self.index = index
-        self.schema = manifest_schema(extra_columns)
+        self.schema = manifest_schema(extra_columns).with_metadata({FINGERPRINT_KEY: fingerprint.encode()})
         self._stack = contextlib.ExitStack()
         self._tar: BinaryIO | None = None  # the temporary tar while the shard is open
         self._tar_bytes = 0

@@ -12,6 +12,9 @@
   When a name occurs twice, the later member wins, as when a tar is extracted. A tar cut short
   keeps the members before the cut (the cut one is `unreadable_image`); a file that is not a tar
   at all is an input error.
+
+Both look an image up (`_locate`) the same way to read it (`read_all`) and to describe it without
+reading it (`identities`, what a shard's input fingerprint holds of its images).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -38,7 +42,7 @@ from geoconcept.ingest.reasons import BAD_ID, MISSING_IMAGE, TOO_LARGE, UNREADAB
 from geoconcept.ingest.records import relative_image_path
 from geoconcept.layout import DataRoot
 
-TAR_INDEX_FORMAT = "1"
+TAR_INDEX_FORMAT = "2"  # 2: the metadata records the tars' sizes and mtimes (`identity`)
 _INDEX_SCHEMA = pa.schema(
     [
         ("hash", pa.uint64()),  # of the member name, sorted: lookups are a binary search
@@ -51,6 +55,10 @@ _INDEX_SCHEMA = pa.schema(
 )
 
 ImagesArg = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+# What an image path resolves to, without its bytes (JSON-able): ["file", path under the root, size,
+# mtime_ns], ["member", tar file name, tar size, tar mtime_ns, offset, size], or [status, detail]
+# when the lookup already rejects the record.
+Identity = list[Any]
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,7 @@ def resolve_images(images: ImagesArg, data_root: str | os.PathLike[str], dataset
     spec = locate_images(images)
     if spec.kind == "folder":
         return spec
-    identity = [(t, os.stat(t).st_size, os.stat(t).st_mtime_ns) for t in spec.tars]
+    identity = [(t, st.st_size, st.st_mtime_ns) for t in spec.tars for st in [os.stat(t)]]
     digest = hashlib.sha256(json.dumps([TAR_INDEX_FORMAT, identity]).encode()).hexdigest()[:24]
     folder = DataRoot(Path(data_root)).tar_index(dataset)
     index = folder / f"{digest}.parquet"
@@ -114,6 +122,7 @@ def resolve_images(images: ImagesArg, data_root: str | os.PathLike[str], dataset
             table = build_tar_index([Path(t) for t in spec.tars])
             metadata = table.schema.metadata | {
                 b"tars": json.dumps(list(spec.tars)).encode(),
+                b"identity": json.dumps(identity).encode(),
                 b"format": TAR_INDEX_FORMAT.encode(),
             }
             atomic.remove_stale_temps(folder, [index.name])
@@ -213,6 +222,16 @@ class FolderImages:
             except Rejected as rejected:
                 yield rejected
 
+    def identities(self, paths: Sequence[str]) -> Iterator[Identity]:
+        """What each path resolves to (see `Identity`), from the same lookup as `read_all`, no reads."""
+        for path in paths:
+            try:
+                real, st = self._locate(path)
+            except Rejected as rejected:
+                yield [rejected.status, rejected.detail]
+                continue
+            yield ["file", real[len(self._inside) :], st.st_size, st.st_mtime_ns]
+
     def _real_path(self, rel: str) -> str:
         """os.path.realpath(root/rel) without resolving the root (real already) again for every
         image: one lstat per part of `rel`; a symlink or a part that cannot be looked at (missing,
@@ -228,7 +247,8 @@ class FolderImages:
                 return os.path.realpath(os.path.join(self.root, rel))
         return path
 
-    def _read(self, rel: str) -> bytes:
+    def _locate(self, rel: str) -> tuple[str, os.stat_result]:
+        """The real path and stat of the regular file `rel` names, or Rejected: everything but the read."""
         real = self._real_path(rel)
         if not real.startswith(self._inside):
             raise Rejected(BAD_ID, f"{rel!r} resolves to {real}, outside the image folder {self.root}")
@@ -245,6 +265,10 @@ class FolderImages:
             raise Rejected(MISSING_IMAGE, f"{rel!r} in {self.root} is {what}")
         if st.st_size > self.max_bytes:
             raise Rejected(TOO_LARGE, f"{rel!r} has {st.st_size} bytes, more than max_image_bytes={self.max_bytes}")
+        return real, st
+
+    def _read(self, rel: str) -> bytes:
+        real, st = self._locate(rel)
         try:
             with open(real, "rb") as fh:
                 # Sized by the stat above: read(n) allocates n bytes up front, and a max_bytes-sized
@@ -264,6 +288,8 @@ class TarImages:
         table = pq.read_table(index_path)
         meta = table.schema.metadata or {}
         self.tars: list[str] = json.loads(meta[b"tars"])
+        # (file name, size, mtime_ns) of each tar as indexed: what the offsets below are offsets in.
+        self.tar_identity = [(os.path.basename(t), size, mtime) for t, size, mtime in json.loads(meta[b"identity"])]
         damaged = json.loads(meta.get(b"damaged", b"[]"))
         self._damaged_note = f" (damaged tars, read up to the damage: {'; '.join(damaged)})" if damaged else ""
         self.hashes = table.column("hash").to_numpy()
@@ -290,18 +316,35 @@ class TarImages:
             except Rejected as rejected:
                 yield rejected
 
-    def _read(self, path: str, key: np.uint64) -> bytes:
+    def identities(self, paths: Sequence[str]) -> Iterator[Identity]:
+        """What each path resolves to (see `Identity`), from the same lookup as `read_all`, no reads."""
+        for path, key in zip(paths, name_hashes(paths), strict=True):
+            try:
+                i = self._locate(path, key)
+            except Rejected as rejected:
+                yield [rejected.status, rejected.detail]
+                continue
+            yield ["member", *self.tar_identity[int(self.tar[i])], int(self.offset[i]), int(self.size[i])]
+
+    def _locate(self, path: str, key: np.uint64) -> int:
+        """The index row of the regular member `path`, or Rejected: everything but the read."""
         i = self._find(path, key)
         if i is None:
             raise Rejected(MISSING_IMAGE, f"no member {path!r} in the image tars{self._damaged_note}")
-        t = int(self.tar[i])
-        tar = self.tars[t]
         kind = self.kind[i].as_py()
         if kind != "file":
-            raise Rejected(MISSING_IMAGE, f"member {path!r} of {tar} is a {kind}; links are never followed")
-        size, offset = int(self.size[i]), int(self.offset[i])
+            raise Rejected(
+                MISSING_IMAGE, f"member {path!r} of {self.tars[int(self.tar[i])]} is a {kind}; links are never followed"
+            )
+        size = int(self.size[i])
         if size > self.max_bytes:
             raise Rejected(TOO_LARGE, f"member {path!r} has {size} bytes, more than max_image_bytes={self.max_bytes}")
+        return i
+
+    def _read(self, path: str, key: np.uint64) -> bytes:
+        i = self._locate(path, key)
+        t, size, offset = int(self.tar[i]), int(self.size[i]), int(self.offset[i])
+        tar = self.tars[t]
         try:
             fd = self._fds.get(t)
             if fd is None:

@@ -19,7 +19,8 @@ from pyproj import CRS
 from rasterio.transform import array_bounds
 from rasterio.warp import transform_bounds
 
-from geoconcept.layers.builtin import ClassTable, file_digest
+from geoconcept.hashing import file_sha256
+from geoconcept.layers.builtin import ClassTable
 from geoconcept.layers.grid import WGS84, Grid
 from geoconcept.layers.sphere import EARTH_RADIUS_KM
 
@@ -31,7 +32,7 @@ def content_version(paths: Iterable[Path], tag: str = "") -> str:
     """sha256 over the sha256 of each file (and an algorithm tag for derived layers)."""
     h = hashlib.sha256(tag.encode())
     for path in paths:
-        h.update(file_digest(Path(path)).encode())
+        h.update(file_sha256(Path(path)).encode())
     return h.hexdigest()
 
 

@@ -7,7 +7,6 @@ several worker processes share one copy through the page cache.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from affine import Affine
 from PIL import Image
 
 from geoconcept import atomic, bundled
+from geoconcept.hashing import file_sha256
 from geoconcept.layers.grid import WGS84, Grid
 
 
@@ -131,17 +131,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GEOCONCEPT_CACHE", Path.home() / ".cache" / "geoconcept"))
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cached_array(source: Path, tag: str, convert: Callable[[Path], np.ndarray]) -> np.ndarray:
     """Memory-map the cached `.npy` of `source` (keyed by its content hash), converting it first if needed."""
-    target = cache_dir() / f"{tag}-{file_digest(source)[:16]}.npy"
+    target = cache_dir() / f"{tag}-{file_sha256(source)[:16]}.npy"
     if not target.exists():
         array = convert(source)
         with atomic.atomic_open(target, "wb") as fh:

@@ -10,7 +10,6 @@ travels with every result built on it. The embedded demo uses the fast `ViT-S-32
 from __future__ import annotations
 
 import difflib
-import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from geoconcept.errors import ConfigError
+from geoconcept.hashing import file_sha256
 
 DEFAULT_MODEL = "ViT-L-14"
 DEFAULT_PRETRAINED = "openai"
@@ -42,14 +42,6 @@ def backbone_tag(model_name: str, pretrained: str | None, seed: int = 0) -> str:
     else:
         weights = pretrained
     return f"{_UNSAFE.sub('_', model_name)}__{_UNSAFE.sub('_', weights)}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -89,7 +81,7 @@ class Backbone:
             if not path.is_file():
                 raise ConfigError(f"backbone checkpoint {path} not found")
             pretrained = str(path)
-            weights_sha = _sha256(path)
+            weights_sha = file_sha256(path)
         # Random init draws from the global RNG: fork it so that creating a backbone neither
         # depends on nor disturbs the caller's random state.
         with torch.random.fork_rng(devices=[]):

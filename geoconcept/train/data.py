@@ -14,7 +14,6 @@ Everything is read in bulk and checked against each other before a single step r
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,23 +21,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from geoconcept.concepts.embeddings import ConceptEmbeddings, load_concept_embeddings
 from geoconcept.errors import ConfigError, InputError
 from geoconcept.features import FeatureShard, feature_files, read_feature_shard
-from geoconcept.model.tensor_files import read_tensors, require_metadata
+from geoconcept.hashing import file_sha256
 from geoconcept.train.params import TrainConfig
 
 LABEL_PREFIX = "concept__"
 SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class ConceptEmbeddings:
-    path: Path
-    concept_ids: list[str]
-    vectors: torch.Tensor  # (k, d_text), rows L2-normalised
-    bank_sha256: str
-    model: str
-    pretrained: str
 
 
 @dataclass(frozen=True)
@@ -75,31 +65,8 @@ def fingerprint(data: TrainingData) -> str:
             if tensor is not None:
                 h.update(tensor.contiguous().numpy().tobytes())
     if data.concepts is not None:
-        h.update(data.concepts.vectors.contiguous().numpy().tobytes())
+        h.update(data.concepts.embeddings.contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def load_concept_embeddings(path: str | Path) -> ConceptEmbeddings:
-    path = Path(path)
-    tensors, meta = read_tensors(path, "concept embeddings")
-    require_metadata(meta, ["concept_ids", "bank_sha256"], path, "concept embeddings")
-    if "embeddings" not in tensors:
-        raise InputError(f"concept embeddings {path} lack the 'embeddings' tensor")
-    try:
-        ids = json.loads(meta["concept_ids"])
-    except json.JSONDecodeError:
-        raise InputError(f"concept embeddings {path}: metadata 'concept_ids' is not a JSON list") from None
-    vectors = tensors["embeddings"].float()
-    if not isinstance(ids, list) or vectors.ndim != 2 or vectors.shape[0] != len(ids) or not ids:
-        raise InputError(
-            f"concept embeddings {path}: {len(ids)} concept ids but an embeddings tensor "
-            f"of shape {tuple(vectors.shape)}"
-        )
-    if len(set(ids)) != len(ids):
-        raise InputError(f"concept embeddings {path}: duplicate concept ids")
-    return ConceptEmbeddings(
-        path, [str(i) for i in ids], vectors, meta["bank_sha256"], meta.get("model", ""), meta.get("pretrained", "")
-    )
 
 
 def check_bank(embeddings: ConceptEmbeddings, bank_path: str | Path) -> None:
@@ -109,13 +76,14 @@ def check_bank(embeddings: ConceptEmbeddings, bank_path: str | Path) -> None:
     """
     bank_path = Path(bank_path)
     try:
-        sha = hashlib.sha256(bank_path.read_bytes()).hexdigest()
+        sha = file_sha256(bank_path)
     except FileNotFoundError:
         raise ConfigError(f"concept bank {bank_path} not found") from None
-    if sha != embeddings.bank_sha256:
+    info = embeddings.info
+    if sha != info.bank_sha256:
         raise ConfigError(
-            f"concept bank {bank_path} changed since the concept embeddings {embeddings.path} were built "
-            f"(bank sha256 {sha[:12]}…, embeddings built from {embeddings.bank_sha256[:12]}…): rebuild the embeddings"
+            f"concept bank {bank_path} changed since the concept embeddings {info.path} were built "
+            f"(bank sha256 {sha[:12]}…, embeddings built from {info.bank_sha256[:12]}…): rebuild the embeddings"
         )
 
 
@@ -183,7 +151,7 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         concepts = load_concept_embeddings(config.concept_embeddings)
         if config.concept_bank is not None:
             check_bank(concepts, config.concept_bank)
-    concept_ids = concepts.concept_ids if concepts else []
+    concept_ids = concepts.info.concept_ids if concepts else []
     use_labels = bool(config.labels) and concepts is not None
     split = _read_split(Path(config.split))
 

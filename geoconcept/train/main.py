@@ -104,7 +104,7 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int, total: i
 
 
 def build_model(config: TrainConfig, data: TrainingData) -> GeoConceptModel:
-    concept_ids = data.concepts.concept_ids if data.concepts else []
+    concept_ids = data.concepts.info.concept_ids if data.concepts else []
     model = GeoConceptModel(
         variant=config.variant,
         feature_dim=data.feature_dim,
@@ -122,7 +122,7 @@ def build_model(config: TrainConfig, data: TrainingData) -> GeoConceptModel:
             raise ConfigError(f"image_head_init 'geoclip': {exc}") from None
     if model.concepts is not None and data.concepts is not None:
         with torch.no_grad():
-            basis = concept_text_basis(data.concepts.vectors, model.dim, center=config.center_concepts)
+            basis = concept_text_basis(data.concepts.embeddings, model.dim, center=config.center_concepts)
             model.concepts.text_basis.copy_(basis.T)
     if model.calibration is not None and data.train.labels is not None:
         # Start each concept's logit at its prevalence among the training points (the usual prior
@@ -279,7 +279,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, on_event: EventHandl
     distributed.barrier(info)
 
     labels = data.train.labels
-    bank_sha = data.concepts.bank_sha256 if data.concepts else None
+    bank_sha = data.concepts.info.bank_sha256 if data.concepts else None
     model_meta = {
         "config": config.to_dict(),
         "bank_sha256": bank_sha,
