@@ -36,6 +36,7 @@ from geoconcept.errors import ConfigError, InputError
 from geoconcept.hashing import file_sha256
 from geoconcept.layers import sphere
 from geoconcept.model.geoconcept_model import GeoConceptModel
+from geoconcept.point_tables import read_point_table
 
 FORMAT = "geoconcept-gallery"
 INDEX_FILE, ROWS_FILE, INFO_FILE = "index.faiss", "rows.parquet", "gallery.json"
@@ -66,23 +67,7 @@ def geoclip_coordinates() -> np.ndarray:
 
 def read_coordinates(path: str | os.PathLike[str]) -> np.ndarray:
     """Coordinates from a CSV (LAT, LON or lat, lon columns) or a Parquet (lat, lon)."""
-    path = Path(path)
-    try:
-        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except FileNotFoundError:
-        raise InputError(f"coordinates file {path} not found") from None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"coordinates file {path} is unreadable ({exc})") from None
-    columns = {c.lower(): c for c in table.columns}
-    if "lat" not in columns or "lon" not in columns:
-        raise InputError(f"coordinates file {path} needs lat and lon columns, has {list(table.columns)}")
-    coords = table[[columns["lat"], columns["lon"]]].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(coords).all(1) | (np.abs(coords[:, 0]) > 90) | (np.abs(coords[:, 1]) > 180)
-    if bad.any():
-        raise InputError(
-            f"coordinates file {path}: {int(bad.sum())} rows are not valid lat/lon (e.g. row {int(np.argmax(bad))})"
-        )
-    return coords
+    return read_point_table(path, "coordinates file")[1]
 
 
 def sample_coordinates(latlon: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

@@ -119,5 +119,5 @@ def test_coordinate_sources(tmp_path):
     csv.write_text("LAT,LON\n1.5,2.5\n-3,4\n")
     assert gallery.read_coordinates(csv).tolist() == [[1.5, 2.5], [-3.0, 4.0]]
     csv.write_text("lat,lon\n95,0\n")
-    with pytest.raises(InputError, match="not valid lat/lon"):
+    with pytest.raises(InputError, match="rows have invalid coordinates"):
         gallery.read_coordinates(csv)

@@ -37,9 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from geoconcept.errors import ConfigError
+from geoconcept.yaml_files import read_yaml
 
 FINAL_CHECKPOINT = "final.safetensors"
 
@@ -153,12 +152,7 @@ class _Reader:
 def load_config(path: str | os.PathLike[str]) -> EvaluationConfig:
     """Read an evaluation YAML (see the module docstring)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"evaluation config {path} not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"evaluation config {path} is not valid YAML ({exc})") from None
+    data = read_yaml(path, "evaluation config")
     base = path.resolve().parent
     top = _Reader(data, "", base, path)
     runs = []

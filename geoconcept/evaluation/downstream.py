@@ -52,6 +52,7 @@ from geoconcept.concepts.labels import label_points
 from geoconcept.errors import ConfigError, InputError
 from geoconcept.layers.places import nearest_city
 from geoconcept.layers.registry import Registry
+from geoconcept.point_tables import read_point_table
 
 TaskKind = Literal["classification", "regression"]
 Representation = Callable[[np.ndarray], np.ndarray]
@@ -146,15 +147,7 @@ def user_task(
     the only other column). `kind` defaults to regression for numeric values with more than 20
     distinct values, classification otherwise."""
     path = Path(path)
-    try:
-        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except FileNotFoundError:
-        raise InputError(f"task table {path} not found") from None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"task table {path} is unreadable ({exc})") from None
-    by_lower = {c.lower(): c for c in table.columns}
-    if "lat" not in by_lower or "lon" not in by_lower:
-        raise InputError(f"task table {path} needs LAT and LON columns, has {list(table.columns)}")
+    table, latlon = read_point_table(path, "task table")
     others = [c for c in table.columns if c.lower() not in ("lat", "lon")]
     if column is None:
         if len(others) != 1:
@@ -162,12 +155,6 @@ def user_task(
         column = others[0]
     if column not in table.columns:
         raise ConfigError(f"task table {path} has no column {column!r} (columns {list(table.columns)})")
-    latlon = table[[by_lower["lat"], by_lower["lon"]]].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(latlon).all(1) | (np.abs(latlon[:, 0]) > 90) | (np.abs(latlon[:, 1]) > 180)
-    if bad.any():
-        raise InputError(
-            f"task table {path}: {int(bad.sum())} rows have invalid coordinates (first: row {np.argmax(bad)})"
-        )
     values = table[column]
     if kind is None:
         numeric = pd.api.types.is_numeric_dtype(values)

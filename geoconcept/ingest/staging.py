@@ -12,7 +12,6 @@ the same input again is skipped, a changed input is staged again.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ import pyarrow.parquet as pq
 
 from geoconcept import atomic, catalog
 from geoconcept.errors import ConfigError, InputError
+from geoconcept.hashing import file_sha256
 from geoconcept.ingest import locks, plan
 from geoconcept.ingest.config import IngestConfig
 from geoconcept.layout import DataRoot, check_name
@@ -138,14 +138,6 @@ def check_input_table(table: str | os.PathLike[str]) -> list[str]:
     return names
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _text_batches(path: Path, names: list[str]) -> Iterator[pa.RecordBatch]:
     """The input as record batches of text columns, never more than one batch in memory."""
     if _is_parquet(path):
@@ -222,7 +214,7 @@ def stage_source(
     source = source or default_source_name(path)
     check_names(dataset, source)
     names = check_input_table(path)
-    input_sha256 = _file_sha256(path)
+    input_sha256 = file_sha256(path)
     final = DataRoot(Path(data_root)).staged_table(dataset, source)
     final.parent.mkdir(parents=True, exist_ok=True)
     # Two runs of different partitions of one source may both start by staging it: one stages,

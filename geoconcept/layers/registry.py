@@ -47,7 +47,6 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.errors
-import yaml
 
 from geoconcept import bundled
 from geoconcept.errors import ConfigError, InputError
@@ -58,6 +57,7 @@ from geoconcept.layers.coast import CoastDistanceLayer
 from geoconcept.layers.grid import Grid
 from geoconcept.layers.places import ContinentLayer, CountryLayer
 from geoconcept.layers.vector import VectorLayer
+from geoconcept.yaml_files import read_yaml
 
 BUILTIN_NAMES = ("koppen_geiger", "koppen_group", "igbp", "land", "coast_km", "country", "continent")
 LAYER_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -184,12 +184,7 @@ def _inherit_classes(replacement: Layer, builtin_layer: Layer, config_path: Path
 
 def load_layer_config(path: Path) -> list[Layer]:
     """User layers of a layers YAML; one ConfigError listing every problem, naming the file."""
-    if not path.is_file():
-        raise ConfigError(f"layers config {path} not found")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"layers config {path} is not valid YAML: {exc}") from exc
+    doc = read_yaml(path, "layers config")
     if not isinstance(doc, dict) or set(doc) != {"layers"} or not isinstance(doc["layers"], list):
         raise ConfigError(f"layers config {path}: expected a mapping with one key `layers:` holding a list")
     errors: list[str] = []

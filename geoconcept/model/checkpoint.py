@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import torch
 
 import geoconcept
 from geoconcept.errors import InputError
+from geoconcept.hashing import file_sha256
 from geoconcept.model.geoconcept_model import GeoConceptModel
 from geoconcept.model.location_encoder import flush_subnormals_
 from geoconcept.model.queue import GPSQueue
@@ -38,14 +38,6 @@ TRAINING_FORMAT = "geoconcept-training-state"
 FORMAT_VERSION = "1"
 MODEL_PREFIX = "model/"
 _MODEL_KEYS = ["variant", "contrastive_space", "feature_dim", "dim", "sigmas", "concept_ids"]
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_metadata(

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from geoconcept.errors import ConfigError
+from geoconcept.yaml_files import read_yaml
 
 Variant = Literal["geoclip", "concept", "concept+supervised"]
 Space = Literal["embedding", "concept"]
@@ -231,12 +232,7 @@ def check(config: TrainConfig) -> None:
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML ({exc})") from None
+    raw = read_yaml(path, "config file")
     if raw is None:
         return {}
     if not isinstance(raw, dict):
