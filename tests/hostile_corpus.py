@@ -228,6 +228,14 @@ def _add_member(tf: tarfile.TarFile, name: str, data: bytes = b"", kind: bytes =
         tf.addfile(info)
 
 
+def write_image_tar(path: Path, members: dict[str, bytes]) -> Path:
+    """A plain tar of regular files `name -> bytes` (how MP16-style image tars are laid out)."""
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, data in members.items():
+            _add_member(tf, name, data)
+    return path
+
+
 def tar_corpus(root: Path) -> Corpus:
     """Images in tars (a folder of tars), with hostile members (absolute, `..`, links, a device) and
     a truncated tar."""

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import datetime
-import io
-import tarfile
 
 import dagster as dg
 import pytest
-from hostile_corpus import Record, noise_jpeg, write_table
+from hostile_corpus import Record, noise_jpeg, write_image_tar, write_table
 
 from assets.ingest import raw_dataset, shards
 from pipelines.automation import (
@@ -37,14 +35,6 @@ def tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, **kwargs):
         return sensor.evaluate_tick(sensor_context(instance=instance, **kwargs))
 
 
-def _tar(path, members: dict[str, bytes]) -> None:
-    with tarfile.open(path, "w") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-
-
 @pytest.fixture
 def setup(tmp_path):
     """A raw folder (train.csv + a tar missing one image) and the resources pointing at it."""
@@ -52,7 +42,7 @@ def setup(tmp_path):
     (raw / "tars").mkdir(parents=True)
     records = [Record(f"im/{i}.jpg", f"{10 + i}", f"{20 + i}", "ok", noise_jpeg(40, 30, seed=i)) for i in range(6)]
     write_table(raw / "train.csv", records)
-    _tar(raw / "tars" / "a.tar", {r.img_id: r.image for r in records if r.img_id != "im/4.jpg"})
+    write_image_tar(raw / "tars" / "a.tar", {r.img_id: r.image for r in records if r.img_id != "im/4.jpg"})
     resources = {
         "storage": StorageResource(data_root=str(tmp_path / "data"), dataset="sample"),
         "ingest_settings": IngestResource(
@@ -78,7 +68,7 @@ def test_raw_folder_sensor_stages_new_tables_and_retries_chunks_when_tars_arrive
         for key in instance.get_dynamic_partitions(CHUNKS.name):
             dg.materialize([shards], partition_key=key, instance=instance, resources=resources)
 
-        _tar(raw / "tars" / "b.tar", {"im/4.jpg": records[4].image})
+        write_image_tar(raw / "tars" / "b.tar", {"im/4.jpg": records[4].image})
         retry = raw_folder_sensor(sensor_context(instance=instance, cursor=first.cursor, resources=resources))
         assert [(r.job_name, r.partition_key) for r in retry.run_requests] == [("chunks_job", "train-00001")]
         assert retry.run_requests[0].run_config == RETRY_FAILED

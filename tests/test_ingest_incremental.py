@@ -3,14 +3,12 @@ settings, what its images resolve to) differs from the one its manifest records.
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from hostile_corpus import Record, noise_jpeg, simple_dataset, snapshot, write_table
+from hostile_corpus import Record, noise_jpeg, simple_dataset, snapshot, write_image_tar, write_table
 
 from geoconcept.cli import main
 from geoconcept.errors import ConfigError
@@ -191,22 +189,14 @@ def test_a_manifest_without_a_fingerprint_is_not_done(tmp_path):
     assert outputs(out) == reference
 
 
-def _tar(path: Path, members: dict[str, bytes]) -> None:
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-
-
 def test_tar_images_replaced_or_arriving_rebuild_only_their_shards(tmp_path):
     records = [Record(f"im/{i}.jpg", f"{10 + i}", f"{20 + i}", "ok", noise_jpeg(40, 30, seed=i)) for i in range(10)]
     csv = write_table(tmp_path / "in" / "train.csv", records)
     tars = tmp_path / "in" / "tars"
     tars.mkdir()
-    _tar(tars / "a.tar", {r.img_id: r.image for r in records[:4]})  # shard 0
-    _tar(tars / "b.tar", {r.img_id: r.image for r in records[4:7]})  # shard 1 but im/7.jpg
-    _tar(tars / "c.tar", {r.img_id: r.image for r in records[8:]})  # shard 2
+    write_image_tar(tars / "a.tar", {r.img_id: r.image for r in records[:4]})  # shard 0
+    write_image_tar(tars / "b.tar", {r.img_id: r.image for r in records[4:7]})  # shard 1 but im/7.jpg
+    write_image_tar(tars / "c.tar", {r.img_id: r.image for r in records[8:]})  # shard 2
     out = tmp_path / "out"
     first = ingest(csv, tars, out, config=CONFIG)
     assert first.summary.status_counts == {"missing_image": 1, "ok": 9}
@@ -214,13 +204,13 @@ def test_tar_images_replaced_or_arriving_rebuild_only_their_shards(tmp_path):
 
     # b.tar rewritten under the same name with a new im/5.jpg: shard 1 only.
     records[5].image = noise_jpeg(40, 30, seed=55)
-    _tar(tars / "b.tar", {r.img_id: r.image for r in records[4:7]})
+    write_image_tar(tars / "b.tar", {r.img_id: r.image for r in records[4:7]})
     assert built(ingest(csv, tars, out, config=CONFIG)) == ["shard-000001"]
     assert changed(before, file_ids(out)) == {"shard-000001.tar", "shard-000001.parquet"}
     before = file_ids(out)
 
     # A new tar brings the missing im/7.jpg (shard 1): picked up without --retry-failed.
-    _tar(tars / "d.tar", {records[7].img_id: records[7].image})
+    write_image_tar(tars / "d.tar", {records[7].img_id: records[7].image})
     result = ingest(csv, tars, out, config=CONFIG)
     assert built(result) == ["shard-000001"] and result.summary.status_counts == {"ok": 10}
     assert changed(before, file_ids(out)) == {"shard-000001.tar", "shard-000001.parquet"}

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 import time
 
 import pytest
 import yaml
-from hostile_corpus import Record, noise_jpeg, write_table
+from hostile_corpus import Record, noise_jpeg, write_image_tar, write_table
 
 from geoconcept import refresh
 from geoconcept.concepts.bank import load_bank
@@ -22,14 +20,6 @@ CONFIG = IngestConfig(samples_per_shard=3, image_size=32)
 TAG = "test-backbone__none"
 
 
-def _tar(path, members: dict[str, bytes]) -> None:
-    with tarfile.open(path, "w") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, fileobj=io.BytesIO(data))
-
-
 @pytest.fixture
 def tar_dataset(tmp_path):
     """6 records in 2 chunks; the image of record 4 is in no tar yet."""
@@ -37,7 +27,7 @@ def tar_dataset(tmp_path):
     (raw / "tars").mkdir(parents=True)
     records = [Record(f"im/{i}.jpg", f"{10 + i}", f"{20 + i}", "ok", noise_jpeg(40, 30, seed=i)) for i in range(6)]
     write_table(raw / "train.csv", records)
-    _tar(raw / "tars" / "a.tar", {r.img_id: r.image for r in records if r.img_id != "im/4.jpg"})
+    write_image_tar(raw / "tars" / "a.tar", {r.img_id: r.image for r in records if r.img_id != "im/4.jpg"})
     out = tmp_path / "data"
     ingest(raw / "train.csv", raw / "tars", out, config=CONFIG)
     return raw, out, records
@@ -50,7 +40,7 @@ def test_fingerprints_change_with_new_or_rewritten_tables_and_tars(tmp_path):
     (raw / "notes.txt").write_text("not an input")
     first = refresh.raw_fingerprints(raw)
     assert set(first) == {"train.csv"}
-    _tar(raw / "tars" / "b.tar", {"x.jpg": b"1"})
+    write_image_tar(raw / "tars" / "b.tar", {"x.jpg": b"1"})
     (raw / "test.parquet").write_bytes(b"x")
     second = refresh.raw_fingerprints(raw)
     assert set(second) == {"train.csv", "test.parquet", "tars/b.tar"} and second["train.csv"] == first["train.csv"]
@@ -63,7 +53,7 @@ def test_fingerprints_change_with_new_or_rewritten_tables_and_tars(tmp_path):
 def test_retryable_chunks_are_those_with_a_missing_image(tar_dataset):
     raw, out, records = tar_dataset
     assert refresh.retryable_chunks(out, "sample") == ["train-00001"]  # rows 3-5 hold im/4.jpg
-    _tar(raw / "tars" / "b.tar", {"im/4.jpg": records[4].image})
+    write_image_tar(raw / "tars" / "b.tar", {"im/4.jpg": records[4].image})
     ingest(raw / "train.csv", raw / "tars", out, config=CONFIG, redo="failed")
     assert refresh.retryable_chunks(out, "sample") == []
 
