@@ -2,15 +2,15 @@
 
 import dagster as dg
 
+from assets import metadata as md
+from assets.partitions import CHUNKS, chunk_backfill_policy
+from assets.resources import ConceptResource, StorageResource
 from geoconcept import atomic, plots
 from geoconcept.concepts import audit, embeddings, labels
 from geoconcept.concepts import bank as concept_bank_lib
 from geoconcept.ingest import partition_manifests
 from geoconcept.layers import maps, summary
 from geoconcept.layers.registry import Registry
-from pipelines import metadata as md
-from pipelines.partitions import CHUNKS, chunk_backfill_policy
-from pipelines.resources import ConceptResource, StorageResource
 
 from .ingest import shards
 

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets import metadata as md
+from assets.resources import ConceptResource, EvaluationResource, FeatureResource, StorageResource
 from geoconcept.evaluation.config import DownstreamSettings, EvaluationConfig, RunSpec
 from geoconcept.evaluation.evaluate import evaluate
 from geoconcept.ingest import source_names
 from geoconcept.model.backbone import backbone_tag
-from pipelines import metadata as md
-from pipelines.resources import ConceptResource, EvaluationResource, FeatureResource, StorageResource
 
 GROUP = "evaluation"
 OWNERS = ["team:geoconcept-ml"]

@@ -2,12 +2,12 @@
 
 import dagster as dg
 
+from assets import metadata as md
+from assets.partitions import CHUNKS, chunk_backfill_policy
+from assets.resources import FeatureResource, StorageResource
 from geoconcept.features import extract_shard_features
 from geoconcept.ingest import partition_manifests
 from geoconcept.model.backbone import Backbone
-from pipelines import metadata as md
-from pipelines.partitions import CHUNKS, chunk_backfill_policy
-from pipelines.resources import FeatureResource, StorageResource
 
 from .ingest import shards
 

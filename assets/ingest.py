@@ -6,12 +6,12 @@ from typing import Literal
 import dagster as dg
 import pandas as pd
 
+from assets import metadata as md
+from assets.partitions import CHUNKS, chunk_backfill_policy
+from assets.resources import IngestResource, StorageResource
 from geoconcept import catalog, ingest, preview
 from geoconcept.ingest import partition_manifests
 from geoconcept.ingest.discover import discover_sources
-from pipelines import metadata as md
-from pipelines.partitions import CHUNKS, chunk_backfill_policy
-from pipelines.resources import IngestResource, StorageResource
 
 GROUP = "ingest"
 OWNERS = ["team:geoconcept-data"]

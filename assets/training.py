@@ -5,20 +5,20 @@ import json
 import dagster as dg
 import pandas as pd
 
-from geoconcept import gallery as gallery_lib
-from geoconcept import plots
-from geoconcept.ingest import source_names
-from geoconcept.model.backbone import backbone_tag
-from geoconcept.train import runs
-from pipelines import metadata as md
-from pipelines.partitions import variant_name, variant_partitions
-from pipelines.resources import (
+from assets import metadata as md
+from assets.partitions import variant_name, variant_partitions
+from assets.resources import (
     ConceptResource,
     FeatureResource,
     GalleryResource,
     StorageResource,
     TrainingResource,
 )
+from geoconcept import gallery as gallery_lib
+from geoconcept import plots
+from geoconcept.ingest import source_names
+from geoconcept.model.backbone import backbone_tag
+from geoconcept.train import runs
 
 from .concepts import concept_labels
 from .features import image_features

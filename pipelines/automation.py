@@ -9,14 +9,14 @@ import json
 
 import dagster as dg
 
+from assets.partitions import CHUNKS
+from assets.resources import ConceptResource, FeatureResource, IngestResource, StorageResource
 from geoconcept import refresh
 from geoconcept.concepts.bank import load_bank
 from geoconcept.ingest import partition_key
 from geoconcept.layers.registry import Registry
 from geoconcept.model.backbone import backbone_tag
 from pipelines.jobs import chunks_job, evaluate_job, stage_job
-from pipelines.partitions import CHUNKS
-from pipelines.resources import ConceptResource, FeatureResource, IngestResource, StorageResource
 
 RETRY_FAILED = {"ops": {"shards": {"config": {"redo": "failed"}}}}
 

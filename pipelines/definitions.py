@@ -3,11 +3,7 @@
 import dagster as dg
 
 from assets import concepts, evaluation, features, ingest, training
-from pipelines.automation import SCHEDULES, SENSORS
-from pipelines.executors import executor_from_env
-from pipelines.io_manager import JsonIOManagerFactory
-from pipelines.jobs import JOBS
-from pipelines.resources import (
+from assets.resources import (
     ConceptResource,
     EvaluationResource,
     FeatureResource,
@@ -17,6 +13,10 @@ from pipelines.resources import (
     TrainingResource,
     default_data_root,
 )
+from pipelines.automation import SCHEDULES, SENSORS
+from pipelines.executors import executor_from_env
+from pipelines.io_manager import JsonIOManagerFactory
+from pipelines.jobs import JOBS
 
 ASSET_MODULES = [ingest, concepts, features, training, evaluation]
 

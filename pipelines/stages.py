@@ -18,8 +18,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.partitions import VARIANTS
 from geoconcept.provenance import write_build_manifest
-from pipelines.partitions import VARIANTS
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_MANIFEST = "build-manifest.json"

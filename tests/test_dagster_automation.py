@@ -9,6 +9,8 @@ import pytest
 from hostile_corpus import Record, noise_jpeg, write_image_tar, write_table
 
 from assets.ingest import raw_dataset, shards
+from assets.partitions import CHUNKS
+from assets.resources import ConceptResource, FeatureResource, IngestResource, StorageResource
 from pipelines.automation import (
     RETRY_FAILED,
     evaluate_after_training_sensor,
@@ -18,8 +20,6 @@ from pipelines.automation import (
 )
 from pipelines.definitions import defs
 from pipelines.io_manager import JsonIOManagerFactory
-from pipelines.partitions import CHUNKS
-from pipelines.resources import ConceptResource, FeatureResource, IngestResource, StorageResource
 
 pytestmark = pytest.mark.slow
 

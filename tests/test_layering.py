@@ -30,3 +30,32 @@ def test_library_source_has_no_dagster_import_lines():
         if any(line.lstrip().startswith(("import dagster", "from dagster")) for line in lines):
             offenders.append(str(path.relative_to(REPO)))
     assert offenders == []
+
+
+def _imported_top_levels(path) -> set[str]:
+    import ast
+
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_imports_run_pipelines_then_assets_then_library():
+    """DESIGN.md: `pipelines → assets → geoconcept`; nothing in assets/ imports pipelines/."""
+    offenders = [
+        str(path.relative_to(REPO))
+        for path in sorted((REPO / "assets").rglob("*.py"))
+        if "pipelines" in _imported_top_levels(path)
+    ]
+    assert offenders == []
+    library = [
+        str(path.relative_to(REPO))
+        for path in sorted((REPO / "geoconcept").rglob("*.py"))
+        if _imported_top_levels(path) & {"pipelines", "assets"}
+    ]
+    assert library == []
