@@ -16,7 +16,11 @@ def read_yaml(path: str | os.PathLike[str], what: str) -> Any:
     path = Path(path)
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, IsADirectoryError):
+    except FileNotFoundError:
         raise ConfigError(f"{what} {path} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory, expected a YAML file") from None
+    except OSError as exc:  # no permission, a FIFO's error, ...: the reason, named
+        raise ConfigError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{what} {path} is not valid YAML ({exc})") from None

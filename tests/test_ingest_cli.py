@@ -15,9 +15,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def test_help_lists_the_options(capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["ingest", "--help"])
-    assert info.value.code == 0
+    assert main(["ingest", "--help"]) == 0
     text = capsys.readouterr().out
     for option in ("--csv", "--images", "--out", "--samples-per-shard", "--workers", "--retry-failed", "--partition"):
         assert option in text
@@ -43,7 +41,7 @@ def test_completed_run_with_quarantined_records_exits_zero(tmp_path, capsys):
         ("missing_images", "images path {tmp}/no-images does not exist"),
         ("output_not_writable", "cannot create the output folder {tmp}/a-file/out"),
         ("compressed_tar", "decompress .tar.gz first"),
-        ("bad_settings", "samples_per_shard must be a positive integer"),
+        ("bad_settings", "samples_per_shard must be an integer >= 1, got 0"),
         ("bad_source_name", "source name 'my-data'"),
         ("no_such_partition", "partition(s) 7 do not exist"),
     ],

@@ -51,7 +51,7 @@ def test_gallery_command(tmp_path, capsys):
     info = json.loads((out / "gallery.json").read_text())
     assert info["source"] == str(coords) and info["count"] == 60
     assert cli_main(["gallery", "--checkpoint", str(checkpoint), "--out", str(out), "--sample", "5"]) == 2
-    assert "--sample/--kmeans need --from-features" in capsys.readouterr().err
+    assert "--sample needs --from-features" in capsys.readouterr().err
     assert cli_main(["gallery", "--checkpoint", str(tmp_path / "none.safetensors"), "--out", str(out)]) == 2
     assert "none.safetensors not found" in capsys.readouterr().err
 

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from geoconcept.errors import GeoconceptError
 
@@ -29,8 +30,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error shape: one line `geoconcept <cmd>: error: ...` and exit 2.
+
+    argparse prints the whole usage block before its error line; the rest of the CLI promises one
+    line per problem (`--help` still shows the usage). Subparsers inherit this class.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+
+
+def one_line(message: str) -> str:
+    """`message` on one line: a multi-line problem list joined with "; "."""
+    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="geoconcept",
         description="Interpretable image geo-localization toolkit: sample data, ingest, label, train, evaluate.",
     )
@@ -45,11 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # reported here, not by the top parser, so that the line names the command
+            parser.exit(2, f"geoconcept {args.command}: error: unrecognized arguments: {' '.join(extra)}\n")
+    except SystemExit as exc:  # usage errors and --help: a return code, also when called in-process
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return int(args._run(args) or 0)
     except GeoconceptError as exc:
-        print(f"geoconcept {args.command}: error: {exc}", file=sys.stderr)
+        print(f"geoconcept {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"geoconcept {args.command}: interrupted", file=sys.stderr)

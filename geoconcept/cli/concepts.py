@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from geoconcept.validate import check_output_file
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 def _embed(args: argparse.Namespace, bank) -> int:
     from geoconcept.concepts.embeddings import default_embeddings_path, embed_concepts
 
-    out = args.out if args.out is not None else default_embeddings_path(args.data_root)
+    out = check_output_file(args.out if args.out is not None else default_embeddings_path(args.data_root), "--out")
     info = embed_concepts(bank, model_name=args.model, pretrained=args.pretrained, out_path=out)
     if info.warning:
         print(f"geoconcept concepts embed: warning: {info.warning}", file=sys.stderr)

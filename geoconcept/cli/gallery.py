@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geoconcept.validate import check_output_folder, int_at_least
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, required=True, help="final.safetensors (or a training checkpoint)")
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, help="run folder (its final.safetensors) or model file"
+    )
     parser.add_argument("--out", type=Path, required=True, help="gallery folder to write")
     parser.add_argument("--coords", type=Path, help="CSV/Parquet with lat, lon columns (default: GeoCLIP's 100K)")
     parser.add_argument(
@@ -35,19 +39,23 @@ def run(args: argparse.Namespace) -> int:
     from geoconcept.features import feature_files, read_feature_shard
     from geoconcept.model.checkpoint import load_model
 
-    if (args.sample or args.kmeans) and not args.from_features:
-        raise ConfigError("--sample/--kmeans need --from-features DIR")
+    for flag, value in (("--sample", args.sample), ("--kmeans", args.kmeans)):
+        if value is not None:
+            int_at_least(value, flag, 1)
+            if not args.from_features:
+                raise ConfigError(f"{flag} needs --from-features DIR")
     if args.from_features and args.coords:
         raise ConfigError("give either --coords or --from-features, not both")
-    model = load_model(args.checkpoint)
+    check_output_folder(args.out, "--out")
+    model = load_model(args.checkpoint)  # a model file or a run folder, as predict and evaluate take
     if args.from_features:
         files = [f for d in args.from_features for f in feature_files(d)]
         if not files:
             raise InputError(f"no feature files (shard-*.safetensors) in {', '.join(map(str, args.from_features))}")
         coords = np.concatenate([read_feature_shard(f).latlon.numpy() for f in files])
-        if args.kmeans:
+        if args.kmeans is not None:
             coords, source = gallery.kmeans_coordinates(coords, args.kmeans, args.seed), f"kmeans{args.kmeans}"
-        elif args.sample:
+        elif args.sample is not None:
             coords, source = gallery.sample_coordinates(coords, args.sample, args.seed), f"sample{args.sample}"
         else:
             source = "features"

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         shards_per_partition=args.shards_per_partition,
         image_size=args.image_size,
         jpeg_quality=args.jpeg_quality,
-        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+        max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,
         workers=args.workers,
     )
     redo = "failed" if args.retry_failed else "all" if args.overwrite else "missing"

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geoconcept.validate import check_input_file, check_output_file, int_at_least
+
 CHUNK_ROWS = 100_000
 SHOWN_LINES = 10
 
@@ -72,10 +74,9 @@ def run(args: argparse.Namespace) -> int:
     from geoconcept.layers.registry import Registry
 
     points: Path = args.points
-    if args.chunk_rows < 1:
-        raise InputError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
-    if not points.is_file():
-        raise InputError(f"points file {points} not found")
+    int_at_least(args.chunk_rows, "--chunk-rows", 1)
+    check_input_file(points, "points file")
+    check_output_file(args.out, "--out")
     registry = Registry.from_config(args.layers)
     bank = load_bank(args.bank, registry=registry)
     try:

@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from geoconcept.validate import check_output_folder, int_at_least
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=Path, help="layers config YAML adding user layers")
@@ -25,13 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from geoconcept.errors import InputError
     from geoconcept.layers.maps import render_layer_map
     from geoconcept.layers.registry import Registry
     from geoconcept.layers.summary import layer_summary
 
-    if args.width < 16:
-        raise InputError(f"--width must be at least 16, got {args.width}")
+    int_at_least(args.width, "--width", 16)
+    if args.maps is not None:
+        check_output_folder(args.maps, "--maps")
     registry = Registry.from_config(args.layers)
     if args.maps is not None:
         for layer in tqdm(list(registry), desc="maps", unit="layer", disable=args.no_progress):

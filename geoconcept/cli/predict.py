@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geoconcept.validate import int_at_least
+
 DEFAULT_TOP_K = 5
 DEFAULT_CONCEPTS = 3
 
@@ -44,27 +46,18 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     import torch
-    from PIL import Image, UnidentifiedImageError
 
     from geoconcept import gallery
     from geoconcept.errors import ConfigError, InputError
-    from geoconcept.evaluation.config import FINAL_CHECKPOINT
     from geoconcept.evaluation.explain import explain_features, format_explanation
+    from geoconcept.evaluation.predict import read_images
     from geoconcept.model.backbone import Backbone
-    from geoconcept.model.checkpoint import load_model
+    from geoconcept.model.checkpoint import load_model, resolve_checkpoint
 
-    if args.top_k < 1 or args.concepts < 0:
-        raise ConfigError("--top-k must be >= 1 and --concepts >= 0")
-    images = []  # read first: a bad path fails before the backbone is built
-    for path in args.images:
-        try:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB"))
-        except FileNotFoundError:
-            raise InputError(f"image {path} not found") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"image {path} is not a readable image ({exc})") from None
-    checkpoint = args.checkpoint / FINAL_CHECKPOINT if args.checkpoint.is_dir() else args.checkpoint
+    int_at_least(args.top_k, "--top-k", 1)
+    int_at_least(args.concepts, "--concepts", 0)
+    images = read_images(args.images)  # first: a bad path fails before the backbone is built
+    checkpoint = resolve_checkpoint(args.checkpoint)
     model = load_model(checkpoint)
     backbone = Backbone.from_metadata(model.checkpoint_metadata)
     if backbone.dim != model.feature_dim:

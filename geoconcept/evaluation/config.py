@@ -33,14 +33,16 @@ Unknown keys and wrong types are a `ConfigError` naming the file and the key.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from geoconcept.errors import ConfigError
+from geoconcept.validate import int_at_least
 from geoconcept.yaml_files import read_yaml
 
-FINAL_CHECKPOINT = "final.safetensors"
+MIN_DOWNSTREAM_POINTS = 40  # fewer random land points leave the downstream probes too few to fit and test on
 
 
 @dataclass
@@ -53,7 +55,9 @@ class RunSpec:
 
     @property
     def checkpoint_file(self) -> Path:
-        return self.checkpoint / FINAL_CHECKPOINT if self.checkpoint.is_dir() else self.checkpoint
+        from geoconcept.model.checkpoint import resolve_checkpoint  # torch: only when a run is evaluated
+
+        return resolve_checkpoint(self.checkpoint)
 
 
 @dataclass
@@ -222,20 +226,29 @@ def load_config(path: str | os.PathLike[str]) -> EvaluationConfig:
 
 
 def check_config(config: EvaluationConfig) -> None:
-    """Value checks shared by the YAML and the command line."""
+    """Value checks shared by the YAML, the command line and the Dagster resource (same messages)."""
     problems = []
+    checks: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
+        (int_at_least, (config.explain_images, "explain_images", 0)),
+        (int_at_least, (config.explain_top_k, "explain_top_k", 1)),
+        (int_at_least, (config.map_width, "map_width", 8)),
+        (int_at_least, (config.downstream.seed, "downstream.seed", 0)),
+    ]
+    if config.refine_k is not None:
+        checks.append((int_at_least, (config.refine_k, "refine_k", 2)))
+    if config.downstream.enabled:
+        checks.append((int_at_least, (config.downstream.points, "downstream.points", MIN_DOWNSTREAM_POINTS)))
+    for check, arguments in checks:
+        try:
+            check(*arguments)
+        except ConfigError as exc:
+            problems.append(str(exc))
     if not config.runs:
         problems.append("at least one run (checkpoint + gallery) is needed")
-    if config.refine_k is not None and config.refine_k < 2:
-        problems.append(f"refine_k must be >= 2 or null, got {config.refine_k}")
-    if config.explain_images < 0 or config.explain_top_k < 1:
-        problems.append("explain_images must be >= 0 and explain_top_k >= 1")
-    if config.map_width < 8 or config.map_width % 2:
-        problems.append(f"map_width must be an even number >= 8, got {config.map_width}")
+    if config.map_width % 2:
+        problems.append(f"map_width must be even, got {config.map_width}")
     if config.downstream.seeds not in ("all", "first"):
         problems.append(f"downstream.seeds must be all or first, got {config.downstream.seeds!r}")
-    if config.downstream.enabled and config.downstream.points < 40:
-        problems.append(f"downstream.points must be >= 40, got {config.downstream.points}")
     if config.concept_maps is not None and not all(isinstance(c, str) for c in config.concept_maps):
         problems.append("concept_maps must be a list of concept ids")
     if problems:

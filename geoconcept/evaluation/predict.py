@@ -19,6 +19,7 @@ column).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+from PIL import Image, UnidentifiedImageError
 from shapely import points
 
 from geoconcept import atomic
@@ -48,6 +50,29 @@ COLUMNS = [
     "score",
     "top_concepts",
 ]
+
+
+def read_images(paths: Sequence[str | os.PathLike[str]]) -> list[Image.Image]:
+    """The user's image files as RGB images; a file that is missing, a directory, not an image, or
+    a decompression bomb (more pixels than Pillow's MAX_IMAGE_PIXELS) is an InputError naming it."""
+    images = []
+    for path in paths:
+        try:
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that and would decode anyway:
+            # here both are refusals, and only for this read (the process-wide limit stays as it is).
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    images.append(image.convert("RGB"))
+        except FileNotFoundError:
+            raise InputError(f"image {path} not found") from None
+        except IsADirectoryError:
+            raise InputError(f"image {path} is a directory, not an image file") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise InputError(f"image {path} is too large to decode safely ({exc})") from None
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise InputError(f"image {path} is not a readable image ({exc})") from None
+    return images
 
 
 @dataclass

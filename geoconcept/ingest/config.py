@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from geoconcept.errors import ConfigError
+from geoconcept.validate import int_at_least, int_between
 
 # Below Pillow's own decompression-bomb warning threshold (about 89 Mpx), so our check decides.
 DEFAULT_MAX_PIXELS = 80_000_000
@@ -38,13 +38,9 @@ class IngestConfig:
 
     def __post_init__(self) -> None:
         for name in ("samples_per_shard", "shards_per_partition", "image_size", "max_pixels", "max_image_bytes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.workers, int) or self.workers < 1:
-            raise ConfigError(f"workers must be a positive integer, got {self.workers!r}")
-        if not isinstance(self.jpeg_quality, int) or not 1 <= self.jpeg_quality <= 95:
-            raise ConfigError(f"jpeg_quality must be an integer in 1..95, got {self.jpeg_quality!r}")
+            int_at_least(getattr(self, name), name)
+        int_at_least(self.workers, "workers")
+        int_between(self.jpeg_quality, "jpeg_quality", 1, 95)
 
     def plan_settings(self) -> dict[str, Any]:
         """The settings a source's shards and partitions are built under (all but `workers`)."""

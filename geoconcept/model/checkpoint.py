@@ -33,6 +33,7 @@ from geoconcept.model.location_encoder import flush_subnormals_
 from geoconcept.model.queue import GPSQueue
 from geoconcept.model.tensor_files import json_metadata, read_tensors, require_metadata, save_tensors
 
+FINAL_CHECKPOINT = "final.safetensors"  # a finished run's model file, in its run folder
 MODEL_FORMAT = "geoconcept-model"
 TRAINING_FORMAT = "geoconcept-training-state"
 FORMAT_VERSION = "1"
@@ -104,9 +105,26 @@ def _model_from(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Pa
     return model
 
 
-def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> GeoConceptModel:
-    """A model from `final.safetensors` or a training checkpoint, in eval mode on `device`."""
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """The model file a checkpoint argument names: a file as given, or a run folder's `final.safetensors`.
+
+    The one place that reads "checkpoint" arguments (predict, gallery, evaluate, their configs), so
+    each accepts the same things and says the same when it cannot.
+    """
     path = Path(path)
+    if path.is_dir():
+        final = path / FINAL_CHECKPOINT
+        if not final.is_file():
+            raise InputError(f"checkpoint {path} is a directory without {FINAL_CHECKPOINT} (not a finished run folder)")
+        return final
+    if not path.exists():
+        raise InputError(f"checkpoint {path} not found")
+    return path
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> GeoConceptModel:
+    """A model from `final.safetensors`, a training checkpoint or a run folder, in eval mode on `device`."""
+    path = resolve_checkpoint(path)
     tensors, meta = read_tensors(path, "checkpoint")
     kind = meta.get("format")
     if kind == TRAINING_FORMAT:
