@@ -7,10 +7,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import webdataset as wds
 from hostile_corpus import Corpus, folder_corpus, snapshot, tar_corpus
 from PIL import Image
@@ -18,7 +20,9 @@ from PIL import Image
 from geoconcept import catalog
 from geoconcept.cli import main
 from geoconcept.ingest import IngestConfig, ingest
+from geoconcept.ingest.reasons import BAD_ID, Rejected
 from geoconcept.ingest.records import sample_key
+from geoconcept.ingest.sources import FolderImages
 
 SAMPLES_PER_SHARD = 8
 
@@ -130,3 +134,32 @@ def test_tar_corpus_folder_of_tars_and_glob(tmp_path):
     ingest(corpus.csv, str(corpus.images / "part-*.tar"), out2, config=config)
     first = snapshot(out / "shards")
     assert snapshot(out2 / "shards") == first
+
+
+@pytest.mark.parametrize("swap", ["file", "folder"])
+def test_a_link_swapped_in_after_the_check_is_not_followed(tmp_path, monkeypatch, swap):
+    """The folder reader checks where a path leads, then opens it: a symlink put in place between the
+    two (on the file or on a folder above it) must not make it read a file outside the image root."""
+    root, outside = tmp_path / "images", tmp_path / "secret"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "sub" / "a.jpg").write_bytes(b"inside")
+    (outside / "a.jpg").write_bytes(b"SECRET")
+    source = FolderImages(os.path.realpath(root), max_bytes=1 << 20)
+    checked = source._locate
+
+    def racing_locate(rel: str):
+        found = checked(rel)  # the check passes on the real file; then the attacker swaps
+        if swap == "file":
+            (root / "sub" / "a.jpg").unlink()
+            (root / "sub" / "a.jpg").symlink_to(outside / "a.jpg")
+        else:
+            (root / "sub").rename(tmp_path / "moved")
+            (root / "sub").symlink_to(outside)
+        return found
+
+    assert list(source.read_all(["sub/a.jpg"])) == [b"inside"]  # untouched: read as usual
+    monkeypatch.setattr(source, "_locate", racing_locate)
+    [result] = source.read_all(["sub/a.jpg"])
+    assert isinstance(result, Rejected) and result.status == BAD_ID
+    assert "changed into a link" in result.detail

@@ -2,7 +2,9 @@
 
 - A folder: IMG_ID is a relative path under it (`3c/41/2386536419.jpg`). A path that resolves
   outside the folder (through a symlink) is `bad_id`; directories, FIFOs and devices are
-  `missing_image` (never opened, so a FIFO cannot hang the run).
+  `missing_image` (never opened, so a FIFO cannot hang the run). The checked real path is then
+  opened part by part without following links, so a link swapped in after the check cannot lead
+  the read outside the folder.
 - Tar files (one `.tar`, a folder with `.tar` files directly inside it, or a glob): indexed once
   (member name -> tar, data offset, size, kind) into a Parquet under `raw/<dataset>/tar_index/`,
   keyed by the tars' paths, sizes and mtimes; members are then read with `os.pread`, never
@@ -267,18 +269,45 @@ class FolderImages:
             raise Rejected(TOO_LARGE, f"{rel!r} has {st.st_size} bytes, more than max_image_bytes={self.max_bytes}")
         return real, st
 
-    def _read(self, rel: str) -> bytes:
-        real, st = self._locate(rel)
+    def _open_inside(self, real: str) -> int:
+        """Open `real` (checked to lie inside the root) one path part at a time from the root, following
+        no link: a part swapped for a link since the check fails (ELOOP/ENOTDIR) instead of leading
+        outside the root. (Linux's openat2 RESOLVE_BENEATH does this in one call; Python has no binding.)"""
+        parts = real[len(self._inside) :].split("/")
+        folder = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            with open(real, "rb") as fh:
-                # Sized by the stat above: read(n) allocates n bytes up front, and a max_bytes-sized
+            for part in parts[:-1]:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folder)
+                os.close(folder)
+                folder = inner
+            # O_NONBLOCK: a FIFO swapped in since the check opens at once (and is refused below) instead of hanging.
+            return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+        finally:
+            os.close(folder)
+
+    def _read(self, rel: str) -> bytes:
+        real, _ = self._locate(rel)
+        try:
+            fd = self._open_inside(real)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise Rejected(BAD_ID, f"{rel!r} changed into a link since it was checked ({real})") from None
+            raise Rejected(UNREADABLE_IMAGE, f"cannot read {real}: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fd)  # of the file actually opened, not of the path checked before
+            if not stat.S_ISREG(st.st_mode):
+                raise Rejected(MISSING_IMAGE, f"{rel!r} in {self.root} is no longer a regular file")
+            if st.st_size > self.max_bytes:
+                raise Rejected(TOO_LARGE, f"{rel!r} has {st.st_size} bytes, more than max_image_bytes={self.max_bytes}")
+            try:
+                # Sized by the stat: read(n) allocates n bytes up front, and a max_bytes-sized
                 # buffer per image cost more than the read itself. A file that grew since is read on.
                 data = fh.read(st.st_size + 1)
                 if len(data) > st.st_size:
                     data += fh.read(self.max_bytes + 1 - len(data))
                 return data
-        except OSError as exc:
-            raise Rejected(UNREADABLE_IMAGE, f"cannot read {real}: {exc.strerror}") from None
+            except OSError as exc:
+                raise Rejected(UNREADABLE_IMAGE, f"cannot read {real}: {exc.strerror}") from None
 
 
 class TarImages:
