@@ -8,16 +8,33 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
+from geoconcept.errors import ConfigError
+from geoconcept.evaluation.config import MIN_DOWNSTREAM_POINTS
 from geoconcept.layout import DataRoot
+from geoconcept.validate import int_at_least, int_between, number_between
 
 
 def default_data_root() -> str:
     return os.environ.get("GEOCONCEPT_DATA_ROOT", os.path.abspath("data"))
+
+
+def _checked(check: Callable[..., Any], *args: Any) -> Any:
+    """A geoconcept.validate check as a pydantic validator: the same message as the CLI and the
+    config files give, raised as the ValueError pydantic turns into a config error."""
+    try:
+        return check(*args)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+HALF_EARTH_CIRCUMFERENCE_KM = 20_038.0  # no two points are farther apart
 
 
 class StorageResource(ConfigurableResource):
@@ -47,6 +64,21 @@ class IngestResource(ConfigurableResource):
     jpeg_quality: int = 90
     workers: int = 2
     max_reject_rate: float = 0.05
+
+    @field_validator("samples_per_shard", "shards_per_partition", "image_size", "workers")
+    @classmethod
+    def _sizes(cls, value: int, info: ValidationInfo) -> int:
+        return _checked(int_at_least, value, info.field_name)
+
+    @field_validator("jpeg_quality")
+    @classmethod
+    def _quality(cls, value: int) -> int:
+        return _checked(int_between, value, "jpeg_quality", 1, 95)
+
+    @field_validator("max_reject_rate")
+    @classmethod
+    def _rate(cls, value: float) -> float:
+        return _checked(number_between, value, "max_reject_rate", 0.0, 1.0)
 
     def images_path(self) -> str:
         return self.images or os.path.join(self.raw_dir, "images")
@@ -111,6 +143,16 @@ class GalleryResource(ConfigurableResource):
     exclude_test_within_km: float = 0.01
     index: str = "flat"
 
+    @field_validator("max_points")
+    @classmethod
+    def _max_points(cls, value: int) -> int:
+        return _checked(int_at_least, value, "max_points", 0)  # 0: all of them
+
+    @field_validator("exclude_test_within_km")
+    @classmethod
+    def _exclude(cls, value: float) -> float:
+        return _checked(number_between, value, "exclude_test_within_km", 0.0, HALF_EARTH_CIRCUMFERENCE_KM)
+
 
 class EvaluationResource(ConfigurableResource):
     """Evaluation extras: random land points for the downstream probes, test images in the
@@ -118,3 +160,14 @@ class EvaluationResource(ConfigurableResource):
 
     downstream_points: int = 1500
     explain_images: int = 8
+
+    # The names and minimums of geoconcept.evaluation.config.check_config, which the asset's config meets again.
+    @field_validator("downstream_points")
+    @classmethod
+    def _points(cls, value: int) -> int:
+        return _checked(int_at_least, value, "downstream.points", MIN_DOWNSTREAM_POINTS)
+
+    @field_validator("explain_images")
+    @classmethod
+    def _explain(cls, value: int) -> int:
+        return _checked(int_at_least, value, "explain_images", 0)
