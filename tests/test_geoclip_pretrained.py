@@ -102,3 +102,26 @@ def test_same_topk_as_geoclip_on_a_gallery_sample(checkpoint, tmp_path, flush_de
 @pytest.mark.slow
 def test_same_topk_as_geoclip_on_the_100k_gallery(checkpoint, tmp_path, flush_denormals):
     _check_same_ranking(checkpoint, gallery.geoclip_coordinates(), tmp_path)
+
+
+def test_commands_take_it_by_name_and_say_what_is_missing_offline(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from geoconcept.cli import main
+
+    monkeypatch.setenv("GEOCONCEPT_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.delenv("GEOCONCEPT_ALLOW_DOWNLOADS", raising=False)
+    monkeypatch.delenv("GEOCONCEPT_BACKBONE_WEIGHTS", raising=False)
+    (tmp_path / "coords.csv").write_text("LAT,LON\n48.85,2.35\n-33.9,151.2\n40.7,-74.0\n")
+    # gallery needs no backbone: it works offline and writes the model file under the data root
+    assert main(["gallery", "--checkpoint", "geoclip-pretrained", "--coords", str(tmp_path / "coords.csv"),
+                 "--out", str(tmp_path / "g")]) == 0  # fmt: skip
+    assert (tmp_path / "data" / "models" / "geoclip-pretrained" / "final.safetensors").is_file()
+    capsys.readouterr()
+    Image.new("RGB", (32, 32), "green").save(tmp_path / "a.png")
+    code = main(["predict", str(tmp_path / "a.png"), "--checkpoint", "geoclip-pretrained", "--gallery",
+                 str(tmp_path / "g")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    assert "ViT-L-14 'openai' weights" in err and "GEOCONCEPT_BACKBONE_WEIGHTS" in err

@@ -10,6 +10,7 @@ travels with every result built on it. The embedded demo uses the fast `ViT-S-32
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,27 @@ DEFAULT_PRETRAINED = "openai"
 DEMO_MODEL = "ViT-S-32-alt"
 RANDOM_WEIGHTS_WARNING = "no pretrained image weights: features come from a randomly initialised backbone"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+ALLOW_DOWNLOADS_ENV = "GEOCONCEPT_ALLOW_DOWNLOADS"  # "1": a hub tag not in the local cache may be downloaded
+LOCAL_WEIGHTS_ENV = "GEOCONCEPT_BACKBONE_WEIGHTS"  # a local open_clip file standing in for a recorded hub tag
+
+
+def _require_cached(model_name: str, tag: str) -> None:
+    """Nothing downloads at run time unless allowed: a hub tag's weights must be in the local cache."""
+    if os.environ.get(ALLOW_DOWNLOADS_ENV) == "1":
+        return
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = open_clip.get_pretrained_cfg(model_name, tag)
+    repo, filename = os.path.split(cfg.get("hf_hub", ""))
+    names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    if repo and any(isinstance(try_to_load_from_cache(repo, name), str) for name in names):
+        return
+    raise ConfigError(
+        f"backbone {model_name} {tag!r} weights are not in the local cache and downloads are off: "
+        f"set {LOCAL_WEIGHTS_ENV}=/path/to/{model_name}.pt (a local open_clip checkpoint), "
+        f"or {ALLOW_DOWNLOADS_ENV}=1 to download them"
+    )
 
 
 def backbone_tag(model_name: str, pretrained: str | None, seed: int = 0) -> str:
@@ -82,6 +104,8 @@ class Backbone:
                 raise ConfigError(f"backbone checkpoint {path} not found")
             pretrained = str(path)
             weights_sha = file_sha256(path)
+        elif pretrained in open_clip.list_pretrained_tags_by_model(model_name):
+            _require_cached(model_name, pretrained)
         # Random init draws from the global RNG: fork it so that creating a backbone neither
         # depends on nor disturbs the caller's random state.
         with torch.random.fork_rng(devices=[]):
@@ -118,6 +142,8 @@ class Backbone:
         if not name:
             raise ConfigError("the checkpoint does not record its backbone (backbone_model metadata is empty)")
         pretrained = metadata.get("backbone_pretrained") or None
+        if pretrained not in (None, "none") and not Path(pretrained).suffix and os.environ.get(LOCAL_WEIGHTS_ENV):
+            pretrained = os.environ[LOCAL_WEIGHTS_ENV]  # the user's copy of the recorded hub weights
         return cls.create(name, pretrained, device=device, seed=int(metadata.get("backbone_seed") or 0))
 
     @torch.inference_mode()

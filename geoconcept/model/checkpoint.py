@@ -109,8 +109,13 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """The model file a checkpoint argument names: a file as given, or a run folder's `final.safetensors`.
 
     The one place that reads "checkpoint" arguments (predict, gallery, evaluate, their configs), so
-    each accepts the same things and says the same when it cannot.
+    each accepts the same things and says the same when it cannot. The name `geoclip-pretrained`
+    is GeoCLIP's published model, assembled once under the data root (see geoclip_pretrained).
     """
+    from geoconcept.model import geoclip_pretrained  # here: that module imports this one
+
+    if str(path) == geoclip_pretrained.GEOCLIP_PRETRAINED:
+        return geoclip_pretrained.geoclip_pretrained_checkpoint()
     path = Path(path)
     if path.is_dir():
         final = path / FINAL_CHECKPOINT
