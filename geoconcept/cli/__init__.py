@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gallery": ("geoconcept.cli.gallery", "build the FAISS GPS gallery of a checkpoint"),
     "predict": ("geoconcept.cli.predict", "locate images: top-k GPS guesses with places and the concepts behind them"),
     "evaluate": ("geoconcept.cli.evaluate", "evaluate checkpoints on a test set and write the report"),
+    "query": ("geoconcept.cli.query", "text -> world map: where a model places a description or a concept"),
 }
 
 
