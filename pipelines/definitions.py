@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets import concepts, evaluation, features, ingest, training
+from assets import bank_building, concepts, evaluation, features, ingest, training
 from assets.resources import (
     ConceptResource,
     EvaluationResource,
@@ -18,7 +18,7 @@ from pipelines.executors import executor_from_env
 from pipelines.io_manager import JsonIOManagerFactory
 from pipelines.jobs import JOBS
 
-ASSET_MODULES = [ingest, concepts, features, training, evaluation]
+ASSET_MODULES = [ingest, concepts, bank_building, features, training, evaluation]
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(ASSET_MODULES),

@@ -3,6 +3,8 @@
   geoconcept concepts list  [--bank YAML] [--layers YAML] [--json]
   geoconcept concepts embed [--bank YAML] [--layers YAML] [--model NAME] [--pretrained TAG|FILE] [--out FILE]
 
+`build`, `score`, `select` and `diff` make and compare banks: see geoconcept.cli.bank_tools.
+
 `list` validates the bank against the layers (built-in + --layers) and prints its concepts; an
 invalid bank exits 2 with every problem listed. `embed` writes the k×d concept embeddings
 (safetensors; default DATA_ROOT/concepts/embeddings.safetensors). Without --pretrained the text
@@ -15,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from geoconcept.cli import bank_tools
 from geoconcept.validate import check_output_file
 
 
@@ -22,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = sub.add_parser("list", help="validate the bank and list its concepts")
     embed = sub.add_parser("embed", help="embed the bank's prompts with an open_clip text tower")
+    bank_tools.add_actions(sub)  # build | score | select | diff
     for p in (listing, embed):
         p.add_argument("--bank", type=Path, help="concept bank YAML (default: the packaged bank)")
         p.add_argument("--layers", type=Path, help="layers config YAML (for rules on user layers)")
@@ -35,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action in bank_tools.ACTIONS:
+        return bank_tools.run(args)
     from geoconcept.concepts.bank import load_bank
     from geoconcept.layers.registry import Registry
 

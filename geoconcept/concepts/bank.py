@@ -13,6 +13,11 @@
           classes: [Af]                   # class symbols of a categorical layer, or
           # threshold: {op: "<=", value: 10}   # for a continuous layer (op: <, <=, >, >=)
           radius_km: 25                   # optional: share of the disc of this radius, else at the point
+        provenance: {source: layer, layer: koppen_geiger, classes: [Af]}   # optional: where it came from
+        scores: {coverage: 0.04, mi: 0.12}  # optional: measured value (see geoconcept.concepts.scores)
+        pinned: true                        # optional: `concepts select` always keeps it
+
+The optional keys are written by `geoconcept concepts build/select`; a hand-written bank needs none.
 
 A rule turns a point into a label in [0, 1]: at the point, 1 if the layer's class is one of
 `classes` (or the value passes the threshold) else 0; with `radius_km`, the share of the disc
@@ -55,7 +60,7 @@ OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     ">=": operator.ge,
 }
 TOP_KEYS = {"version", "description", "categories", "concepts"}
-CONCEPT_KEYS = {"id", "name", "category", "prompts", "rule"}
+CONCEPT_KEYS = {"id", "name", "category", "prompts", "rule", "provenance", "scores", "pinned"}
 RULE_KEYS = {"layer", "classes", "threshold", "radius_km"}
 THRESHOLD_KEYS = {"op", "value"}
 
@@ -115,6 +120,10 @@ class Concept:
     category: str
     prompts: tuple[str, ...]
     rule: Rule | None = None
+    # Bookkeeping of built banks: not part of a concept's identity (equality and hashing ignore it).
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    scores: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    pinned: bool = field(default=False, compare=False, hash=False)
 
     @property
     def column(self) -> str:
@@ -186,6 +195,8 @@ def load_bank(path: str | Path | None = None, registry: Registry | None = None) 
     from geoconcept.layers.registry import Registry  # the registry pulls in rasterio/geopandas
 
     path = DEFAULT_BANK if path is None else Path(path)
+    if path.is_dir():
+        raise ConfigError(f"concept bank {path} is a directory, expected a YAML file")
     if not path.is_file():
         raise ConfigError(f"concept bank {path} not found")
     return parse_bank(path.read_bytes(), path, registry if registry is not None else Registry.builtin())
@@ -280,9 +291,39 @@ def _parse_concept(entry: Any, categories: list[str]) -> tuple[Concept | None, l
     if entry.get("rule") is not None:
         rule, rule_problems = _parse_rule(entry["rule"])
         problems += [f"rule: {p}" for p in rule_problems]
+    problems += _bookkeeping_problems(entry)
     if problems:
         return None, problems
-    return Concept(id=concept_id, name=name.strip(), category=category, prompts=tuple(prompts), rule=rule), []
+    return Concept(
+        id=concept_id,
+        name=name.strip(),
+        category=category,
+        prompts=tuple(prompts),
+        rule=rule,
+        provenance=dict(entry.get("provenance") or {}),
+        scores=dict(entry.get("scores") or {}),
+        pinned=entry.get("pinned", False),
+    ), []
+
+
+def _is_plain(value: Any) -> bool:
+    """A YAML scalar or a list of them (what provenance and scores hold)."""
+    if isinstance(value, list):
+        return all(_is_plain(v) for v in value)
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _bookkeeping_problems(entry: dict[str, Any]) -> list[str]:
+    problems = []
+    for key in ("provenance", "scores"):
+        value = entry.get(key)
+        if value is not None and (
+            not isinstance(value, dict) or not all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+        ):
+            problems.append(f"`{key}` must be a mapping of names to plain values")
+    if not isinstance(entry.get("pinned", False), bool):
+        problems.append("`pinned` must be true or false")
+    return problems
 
 
 def _is_number(value: Any) -> bool:
