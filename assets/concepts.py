@@ -8,6 +8,7 @@ from assets.resources import ConceptResource, StorageResource
 from geoconcept import atomic, plots
 from geoconcept.concepts import audit, embeddings, labels
 from geoconcept.concepts import bank as concept_bank_lib
+from geoconcept.concepts import coverage as coverage_lib
 from geoconcept.ingest import partition_manifests
 from geoconcept.layers import maps, summary
 from geoconcept.layers.registry import Registry
@@ -16,7 +17,6 @@ from .ingest import shards
 
 GROUP = "concepts"
 OWNERS = ["team:geoconcept-geo"]
-COVERAGE_WARN_MIN_POINTS = 1000
 
 
 def layer_asset(name: str) -> dg.AssetsDefinition:
@@ -41,7 +41,7 @@ def layer_asset(name: str) -> dg.AssetsDefinition:
             meta["class_histogram"] = md.counts_table(info["class_histogram"], key="class", value="share")
         else:
             meta["value_quantiles"] = md.counts_table(info["value_quantiles"], key="quantile", value="value")
-        meta["world_map"] = md.png_file(png, f"{name} world map")
+        meta["world_map"] = md.image(png)
         return dg.Output(
             {"summary": str(folder / f"{name}.json"), "map": str(png)},
             metadata=meta,
@@ -108,8 +108,12 @@ def concept_labels(
         metadata={
             "labelled": sum(w.labelled for w in written),
             "skipped_not_ok": sum(w.skipped for w in written),
+            "dagster/row_count": sum(w.labelled for w in written),
             "coverage": md.table(coverage, limit=200),
-            "coverage_chart": md.png(plots.coverage_bar_chart(coverage), "share of samples per concept"),
+            "coverage_chart": md.image_bytes(
+                plots.coverage_bar_chart(coverage),
+                storage.layout.concepts() / "coverage" / f"{context.partition_key_range.start}.png",
+            ),
         },
         data_version=md.files_version([w.path for w in written]),
     )
@@ -164,21 +168,26 @@ def labels_complete_and_in_range(
 
 @dg.asset_check(
     asset=concept_labels,
-    description="No measured concept has zero coverage in a dataset of >= 1,000 "
-    "points (a warning: the concept may be mis-specified or the data too narrow).",
+    description="No measured concept has zero coverage where the layers say it should show up: zero positives "
+    "among n points is flagged when a photo-like reference sample makes that less likely than 1e-3 "
+    "(a warning: the concept may be mis-specified, or the labels broken).",
 )
 def concept_coverage_nonzero(
     context: dg.AssetCheckExecutionContext, storage: StorageResource, concepts: ConceptResource
 ) -> dg.AssetCheckResult:
-    bank = concept_bank_lib.load_bank(
-        concepts.bank or None, registry=Registry.from_config(concepts.layers_config or None)
-    )
+    registry = Registry.from_config(concepts.layers_config or None)
+    bank = concept_bank_lib.load_bank(concepts.bank or None, registry=registry)
     frame = audit.read_labels(audit.label_files(storage.data_root, storage.dataset))
     coverage = labels.concept_coverage(frame, bank)
-    empty = coverage.loc[coverage["present"] == 0, "id"].tolist()
-    enough = len(frame) >= COVERAGE_WARN_MIN_POINTS
+    shares = coverage_lib.reference_shares(bank, registry, cache_dir=storage.layout.concepts())
+    surprising = coverage_lib.surprising_zero_coverage(coverage, shares, len(frame))
     return dg.AssetCheckResult(
-        passed=not (enough and empty),
+        passed=surprising.empty,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"points": len(frame), "zero_coverage_concepts": ", ".join(empty) or "none"},
+        metadata={
+            "points": len(frame),
+            "zero_coverage_concepts": dg.MetadataValue.json(coverage.loc[coverage["present"] == 0, "id"].tolist()),
+            "unexpected_zero_coverage": md.table_or_none(surprising),
+            "reference": coverage_lib.REFERENCE,
+        },
     )

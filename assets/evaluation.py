@@ -67,10 +67,16 @@ def evaluation(
     result = evaluate(config)
     for warning in result.warnings:
         context.log.warning(warning)
-    metadata = {name: md.table(result.tables[name]) for name in SHOWN_TABLES if name in result.tables}
-    metadata |= {name: md.png_file(result.figures[name], name) for name in SHOWN_FIGURES if name in result.figures}
+    metadata = {name: md.table_or_none(result.tables[name]) for name in SHOWN_TABLES if name in result.tables}
+    metadata |= {name: md.image(result.figures[name]) for name in SHOWN_FIGURES if name in result.figures}
+    # floats: the Plots tab charts them across materializations
+    metadata |= md.accuracy_headlines(result.tables["accuracy_per_run"])
+    metadata |= md.auroc_headlines(result.tables.get("faithfulness_per_run"))
     metadata |= {
-        "findings": dg.MetadataValue.md("\n".join(f"- {line}" for line in result.findings)),
+        "test_samples": int(result.tables["accuracy_per_run"]["n"].iloc[0]),
+        "runs": len(runs),
+        "findings": md.listing(result.findings),
+        "warnings": md.listing(result.warnings),
         "report": dg.MetadataValue.path(str(result.report_md)),
         "report_html": dg.MetadataValue.path(str(result.report_html)),
         "predictions": dg.MetadataValue.path(str(result.predictions)),

@@ -130,9 +130,11 @@ def manifest(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.
         summary.to_json(),
         metadata={
             "status_counts": md.counts_table(summary.status_counts),
-            "reject_examples": md.table(rejects),
+            "reject_examples": md.table_or_none(rejects),
             "shard_sizes": md.table(shard_sizes),
-            "sample_grid": md.png(preview.contact_sheet(tars[:1]), "first images of the first shard"),
+            "sample_grid": md.image_bytes(preview.contact_sheet(tars[:1]), summary.path.with_name("sample_grid.png")),
+            "records": sum(summary.status_counts.values()),
+            "ok": summary.status_counts.get("ok", 0),
             "summary_path": dg.MetadataValue.path(str(summary.path)),
         },
         data_version=md.files_version([summary.path]),
@@ -157,6 +159,8 @@ def splits(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.Ou
         metadata={
             "split_counts": md.counts_table(counts.to_dict(), key="split"),
             "path": dg.MetadataValue.path(str(path)),
+            **{f"{split}_samples": int(n) for split, n in counts.items()},
+            **md.parquet_table(path),
         },
         data_version=md.files_version([path]),
     )
@@ -175,7 +179,7 @@ def shards_complete(context: dg.AssetCheckExecutionContext, storage: StorageReso
     problems = catalog.verify_shards(storage.data_root, storage.dataset, manifests)
     return dg.AssetCheckResult(
         passed=not problems,
-        metadata={"shards": len(manifests), "problems": md.table(pd.DataFrame(problems or [{"problem": "none"}]))},
+        metadata={"shards": len(manifests), "problems": md.table_or_none(pd.DataFrame(problems))},
     )
 
 

@@ -98,8 +98,11 @@ def checkpoint(
             "variant": variant,
             "seeds": len(results),
             "validation": md.table(val),
-            "loss_curve": md.png(plots.loss_curves(curves), f"{variant} training loss"),
-            "checkpoints": "\n".join(r["path"] for r in results),
+            "loss_curve": md.image_bytes(
+                plots.loss_curves(curves), layout.runs() / storage.dataset / context.partition_key / "loss_curve.png"
+            ),
+            "checkpoints": md.listing(r["path"] for r in results),
+            **{f"val/{k}": float(v) for k, v in val.drop(columns=["seed"]).mean(numeric_only=True).items()},
         },
         data_version=md.data_version(r["sha256"] for r in results),
     )
@@ -139,7 +142,13 @@ def gallery_index(
         )
     return dg.Output(
         {"variant": checkpoint["variant"], "galleries": built},
-        metadata={"entries": len(coords), "source": source, "index": gallery.index, "galleries": len(built)},
+        metadata={
+            "entries": len(coords),
+            "source": source,
+            "index": gallery.index,
+            "galleries": len(built),
+            "dagster/row_count": len(coords),
+        },
         data_version=md.data_version([(b["checkpoint_sha256"], source, len(coords)) for b in built]),
     )
 
