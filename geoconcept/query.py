@@ -2,10 +2,11 @@
 
 As in the GeoCLIP paper, the text is embedded with the CLIP text tower of the checkpoint's
 backbone and then treated as an image: CLIP's text and image projections share one space, so the
-text embedding goes through the same image head as image features. A global grid of cell centres
+text feature (unnormalised, like the image features the head was trained on) goes through the same
+image head as image features. A global grid of cell centres
 (`resolution` degrees, north-up rows) is scored against it with the location encoder, in the
 model's retrieval space (cosine). A concept id of the bank is a query too: its prompts are
-embedded, L2-normalised, averaged and re-normalised, exactly like the concept embeddings.
+embedded, L2-normalised, averaged and re-normalised like the concept embeddings (see `text_vector`).
 
 Outputs: a heat map PNG (equirectangular), a GeoTIFF of the scores (EPSG:4326, one band, float32)
 and the top places (grid cells, best first, with the nearest GeoNames place) as CSV and JSON. With
@@ -29,7 +30,6 @@ import torch.nn.functional as F
 
 from geoconcept import atomic
 from geoconcept.concepts.bank import ConceptBank
-from geoconcept.concepts.embeddings import encode_prompts
 from geoconcept.errors import ConfigError, InputError
 from geoconcept.evaluation.explain import nearest_places
 from geoconcept.model.backbone import Backbone
@@ -70,14 +70,23 @@ def query_prompts(query: str, bank: ConceptBank) -> list[str]:
 
 
 def text_vector(backbone: Backbone, prompts: list[str]) -> torch.Tensor:
-    """(D,) the prompts' text embeddings, each L2-normalised, averaged and re-normalised (as concept embeddings)."""
+    """(D,) the text as the image head expects it: CLIP's unnormalised text feature, as GeoCLIP feeds its MLP.
+
+    Several prompts (a concept id): their L2-normalised features are averaged and re-normalised (as
+    the concept embeddings are), then scaled to the prompts' mean feature norm, because the image
+    head is not scale-invariant. One prompt gives its raw feature unchanged.
+    """
     import open_clip
 
     try:
         tokenizer = open_clip.get_tokenizer(backbone.model_name)
     except Exception as exc:  # tokenizers fetched from a hub fail offline; open_clip raises many types
         raise ConfigError(f"could not load the tokenizer of {backbone.model_name} (offline?): {exc}") from None
-    return F.normalize(encode_prompts(backbone.network, tokenizer, prompts).mean(0), dim=0)
+    with torch.inference_mode():
+        raw = backbone.network.encode_text(tokenizer(prompts).to(backbone.device)).float().cpu()
+    if len(prompts) == 1:
+        return raw[0]
+    return F.normalize(F.normalize(raw, dim=1).mean(0), dim=0) * raw.norm(dim=1).mean()
 
 
 def grid(resolution: float) -> tuple[np.ndarray, np.ndarray]:

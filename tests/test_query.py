@@ -81,6 +81,16 @@ def test_concept_id_equals_its_prompt_text(parts):
     assert np.array_equal(by_id.scores, by_text.scores)
 
 
+def test_several_prompts_average_their_directions_at_their_mean_norm(parts):
+    backbone = parts[1]
+    prompts = ["a sandy beach", "snowy mountains", "a busy city street"]
+    singles = torch.stack([query.text_vector(backbone, [p]) for p in prompts])
+    combined = query.text_vector(backbone, prompts)
+    direction = torch.nn.functional.normalize(torch.nn.functional.normalize(singles, dim=1).mean(0), dim=0)
+    assert torch.allclose(combined / combined.norm(), direction, atol=1e-5)
+    assert combined.norm().item() == pytest.approx(singles.norm(dim=1).mean().item(), rel=1e-5)
+
+
 def test_command_writes_the_map_and_says_it_means_nothing(checkpoint, tmp_path, capsys):
     out = tmp_path / "q"
     assert main(["query", "a tropical beach", "--checkpoint", str(checkpoint), "--out", str(out),
