@@ -83,9 +83,16 @@ def test_user_templates_override_one_layer_and_keep_the_others(tmp_path):
     found = by_id(cand.build_candidates(Registry.builtin(), cand.load_templates(templates)).entries)
     assert found["continent_africa"]["prompts"] == ["in Africa"] and found["continent_africa"]["category"] == "place"
     assert found["country_fr"]["prompts"] == ["a photo taken in France"]
-    templates.write_text(yaml.safe_dump({"layers": {"country": {"prompts": ["in {nme}"], "category": "x"}}}))
+    templates.write_text(yaml.safe_dump({"layers": {"country": {"prompts": ["in {name}"]}}}))
+    found = by_id(cand.build_candidates(Registry.builtin(), cand.load_templates(templates)).entries)
+    assert found["country_fr"]["prompts"] == ["in France"] and found["country_fr"]["category"] == "human_geography"
+    # An entry gives only what it changes: the category of `country` stays the default one.
+    templates.write_text(yaml.safe_dump({"layers": {"country": {"prompts": ["in {nme}"]}}}))
     with pytest.raises(ConfigError, match="nme"):
         cand.build_candidates(Registry.builtin(), cand.load_templates(templates))
+    templates.write_text(yaml.safe_dump({"layers": {"coast_km": {"thresholds": [{"op": "=", "value": 3}]}}}))
+    with pytest.raises(ConfigError, match="layer 'coast_km': `thresholds`"):
+        cand.load_templates(templates)
 
 
 def test_vocabulary_plain_list_and_csv(tmp_path):
@@ -209,6 +216,10 @@ def test_scores_cli_writes_parquet_and_refuses_bad_points(tmp_path, halves, caps
     assert main([*args, "--points", "500", "--no-text"]) == 0
     table = pd.read_parquet(out)
     assert list(table["id"]) == ["west", "east", "west_again", "tea"] and table["duplicate_of"].isna().all()
+    # Training points instead of a sample: three in the west, one in the east.
+    (tmp_path / "points.csv").write_text("LAT,LON\n10,-20\n-30,-100\n50,-1\n0,40\n")
+    assert main([*args, "--points-table", str(tmp_path / "points.csv"), "--no-text"]) == 0
+    assert pd.read_parquet(out).set_index("id").loc["west", "coverage"] == 0.75
     capsys.readouterr()
     assert main([*args, "--points", "0", "--no-text"]) == 2
     assert capsys.readouterr().err.count("\n") == 1

@@ -76,11 +76,13 @@ def slug(text: str) -> str:
 
 
 def load_templates(path: str | Path | None = None) -> dict[str, Any]:
-    """The default templates, with a user templates file's keys (and layer entries) over them."""
+    """The default templates, with a user templates file's keys over them (layer entries key by key)."""
     templates = _read_templates(DEFAULT_TEMPLATES)
     if path is not None:
         user = _read_templates(Path(path))
-        layers = templates["layers"] | user.pop("layers", {})
+        layers = dict(templates["layers"])
+        for name, entry in user.pop("layers", {}).items():
+            layers[name] = layers.get(name, {}) | entry
         templates = templates | user | {"layers": layers}
     return templates
 
@@ -92,14 +94,40 @@ def _read_templates(path: Path) -> dict[str, Any]:
     unknown = sorted(set(doc) - TEMPLATE_KEYS)
     if unknown:
         raise ConfigError(f"templates file {path}: unknown key(s) {unknown} (allowed: {sorted(TEMPLATE_KEYS)})")
-    for key, entry in (doc.get("layers") or {}).items():
-        if not isinstance(entry, dict) or set(entry) - LAYER_TEMPLATE_KEYS:
-            raise ConfigError(
-                f"templates file {path}: layer {key!r} must be a mapping with keys from {sorted(LAYER_TEMPLATE_KEYS)}"
-            )
+    layers = doc.get("layers") or {}
+    if not isinstance(layers, dict):
+        raise ConfigError(f"templates file {path}: `layers` must be a mapping of layer name to templates")
+    entries = [(f"layer {name!r}", entry) for name, entry in layers.items()]
+    if "default_layer" in doc:
+        entries.append(("`default_layer`", doc["default_layer"]))
+    for where, entry in entries:
+        problem = _layer_template_problem(entry)
+        if problem:
+            raise ConfigError(f"templates file {path}: {where}: {problem}")
     if "layer_concepts" in doc:
         doc["spec_file"] = str(path)
     return doc
+
+
+def _layer_template_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict) or set(entry) - LAYER_TEMPLATE_KEYS:
+        return f"must be a mapping with keys from {sorted(LAYER_TEMPLATE_KEYS)}"
+    prompts = entry.get("prompts", ["x"])
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p for p in prompts):
+        return "`prompts` must be a non-empty list of texts"
+    thresholds = entry.get("thresholds") or []
+    if not isinstance(thresholds, list) or not all(
+        isinstance(t, dict) and set(t) == {"op", "value"} and t["op"] in OP_WORDS and _number(t["value"])
+        for t in thresholds
+    ):
+        return f"`thresholds` must be a list of {{op, value}} with op one of {list(OP_WORDS)}"
+    if entry.get("radius_km") is not None and not _number(entry["radius_km"]):
+        return "`radius_km` must be a number"
+    return None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def render(template: str, values: dict[str, Any], what: str) -> str:
@@ -121,7 +149,7 @@ def layer_candidates(registry: Registry, templates: dict[str, Any]) -> list[dict
     """One candidate per class (categorical) or listed threshold (continuous) of every layer."""
     entries = []
     for layer in registry:
-        spec = templates["layers"].get(layer.name, templates["default_layer"])
+        spec = templates["default_layer"] | templates["layers"].get(layer.name, {})
         radius = spec.get("radius_km")
         suffix = f"_{radius:g}km".replace(".", "_") if radius else ""
         base = {"layer": layer.name, "units": layer.units}

@@ -34,6 +34,7 @@ How far a trained checkpoint's location-side map separates regions is not scored
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -134,7 +135,10 @@ def score_concepts(
     if measured:
         _score_measured(table, bank, registry, lat, lon, measured)
     if embed is not None:
-        vectors = np.stack([embed(list(c.prompts)).mean(axis=0) for c in bank])
+        # One call for every prompt (the tower batches them), then each concept's mean.
+        flat = embed([p for c in bank for p in c.prompts])
+        starts = np.cumsum([0] + [len(c.prompts) for c in bank])
+        vectors = np.stack([flat[a:b].mean(axis=0) for a, b in itertools.pairwise(starts)])
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         cosine = vectors @ vectors.T
         for i, (near, values, top, value) in enumerate(_pairs(cosine, ids, range(len(ids)), PAIR_MIN_COSINE)):
