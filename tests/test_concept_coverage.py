@@ -45,3 +45,24 @@ def test_most_surprising_first():
     coverage = _coverage({"a": 0.0, "b": 0.0})
     flagged = surprising_zero_coverage(coverage, {"a": 0.01, "b": 0.1}, n=2500)
     assert flagged["id"].tolist() == ["b", "a"]
+
+
+@pytest.mark.slow
+def test_the_embedded_sample_is_healthy_and_a_lost_concept_is_not(tmp_path):
+    from geoconcept.concepts.bank import load_bank
+    from geoconcept.concepts.coverage import reference_shares
+    from geoconcept.concepts.labels import concept_coverage, label_points
+    from geoconcept.layers.registry import Registry
+    from geoconcept.sample import draw_points
+
+    registry = Registry.builtin()
+    bank = load_bank(registry=registry)
+    points = draw_points(2500, 0)  # the demo's points
+    coverage = concept_coverage(label_points(points["LAT"], points["LON"], bank, registry), bank)
+    assert (coverage["present"] == 0).sum() >= 1  # e.g. ice caps: zero, and rightly so
+    shares = reference_shares(bank, registry, cache_dir=tmp_path)
+    assert surprising_zero_coverage(coverage, shares, 2500).empty
+    assert len(list(tmp_path.glob("reference_shares-*.json"))) == 1  # computed once, then read back
+    assert reference_shares(bank, registry, cache_dir=tmp_path) == shares
+    broken = coverage.assign(present=coverage["present"].where(coverage["id"] != "oceanic_climate", 0.0))
+    assert surprising_zero_coverage(broken, shares, 2500)["id"].tolist() == ["oceanic_climate"]

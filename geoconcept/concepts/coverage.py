@@ -30,7 +30,7 @@ from geoconcept.layers.registry import Registry
 
 ZERO_COVERAGE_ALPHA = 1e-3
 REFERENCE_POINTS = 5000
-REFERENCE_SEED = 0
+REFERENCE_SEED = 2023  # not the embedded sample's seed (0): the reference must not contain the demo's points
 REFERENCE = f"{REFERENCE_POINTS:,} MP16 photo coordinates (GeoCLIP's gallery, seed {REFERENCE_SEED})"
 SURPRISE_COLUMNS = ["id", "reference_share", "expected_positives", "p_zero"]
 
