@@ -1,5 +1,6 @@
 """Labelling GPS points: vectorised sampling of the bundled rasters vs `rasterio.sample`, full
-`label_points`, and 25 km neighbourhood class fractions vs a windowed read per point.
+`label_points`, 25 km neighbourhood class fractions vs a windowed read per point, and the peak
+memory of the `geoconcept label` command.
 
 Points are uniform on the sphere (fixed seed). rasterio's per-point paths are timed on a subset and
 reported as a per-point rate (the full million would take minutes).
@@ -7,9 +8,15 @@ reported as a per-point rate (the full million would take minutes).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import rasterio
 from rasterio.windows import from_bounds
 
@@ -25,6 +32,17 @@ from geoconcept.layers.sphere import great_circle_km
 
 RADIUS_KM = 25.0
 MODIS_NODATA = 255
+LABEL_RSS_GOAL_MB = 600.0
+# The `label` command in a child process; with "plain", the rasters' band-by-band reads are swapped
+# for plain fancy indexing of the same memory maps (how they were read before).
+LABEL_CHILD = """
+import sys
+from geoconcept.layers import grid
+if sys.argv[1] == "plain":
+    grid.MappedArray.cells = lambda self, row, col: self.array[row, col]
+from geoconcept.cli import main
+sys.exit(main(["label", "--points", sys.argv[2], "--out", sys.argv[3], "--no-progress"]))
+"""
 
 
 def random_points(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +78,43 @@ def windowed_fractions(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
                 weight = np.cos(np.radians(cell_lat[inside]))
                 out[i] = np.bincount(cells[inside], weights=weight, minlength=17)[:17] / weight.sum()
     return out
+
+
+def label_peak_rss_mb(how: str, points_csv: Path, out: Path) -> float:
+    """Peak resident memory (MB) of one `geoconcept label` process (its own rusage, from wait4)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", LABEL_CHILD, how, str(points_csv), str(out)], stdout=subprocess.DEVNULL
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"label ({how}) exited with {child.returncode}")
+    return usage.ru_maxrss / 1024  # ru_maxrss is in kB on Linux
+
+
+def label_memory(n: int) -> Result:
+    """Peak RSS of `geoconcept label` on n points: band-by-band raster reads vs plain memory maps."""
+    lat, lon = random_points(n, seed=1)
+    with tempfile.TemporaryDirectory() as scratch:
+        points = Path(scratch) / "points.csv"
+        pd.DataFrame({"LAT": lat, "LON": lon}).to_csv(points, index=False)
+        label_peak_rss_mb("banded", points, Path(scratch) / "warm.parquet")  # converts rasters if not cached
+        ours = label_peak_rss_mb("banded", points, Path(scratch) / "ours.parquet")
+        plain = label_peak_rss_mb("plain", points, Path(scratch) / "plain.parquet")
+        same = (Path(scratch) / "ours.parquet").read_bytes() == (Path(scratch) / "plain.parquet").read_bytes()
+    # Memory is lower-is-better and the table's ratio is ours/baseline, higher-is-better: so both are
+    # given as 1/GB, the ratio is the memory saved (plain / ours), and the goal is the ratio at which
+    # ours is exactly LABEL_RSS_GOAL_MB.
+    return Result(
+        benchmark=f"`geoconcept label` {n:,} points: 1 / peak RSS",
+        unit="1/GB",
+        ours=1024 / ours,
+        baseline=1024 / plain,
+        baseline_name="same command, rasters read by plain memory-map indexing",
+        goal=plain / LABEL_RSS_GOAL_MB,
+        note=f"peak RSS {ours:,.0f} MB vs {plain:,.0f} MB (goal: under {LABEL_RSS_GOAL_MB:g} MB); "
+        f"outputs byte-identical: {same}",
+    )
 
 
 def run(quick: bool) -> list[Result]:
@@ -123,4 +178,5 @@ def run(quick: bool) -> list[Result]:
             ),
         )
     )
+    results.append(label_memory(10_000))
     return results

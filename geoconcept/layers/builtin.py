@@ -1,14 +1,17 @@
 """The rasters that ship in registry packages, opened as `Grid`s with their class tables.
 
-Each loader reads its file once, converts it to a plain `.npy` in the cache folder (atomically),
-and from then on memory-maps it: the 1 km rasters are ~0.9 GB as arrays, and a memory map lets
-several worker processes share one copy through the page cache.
+Each loader reads its file once, converts it to a plain `.npy` in the cache folder (atomically,
+band of rows by band of rows), and from then on memory-maps it as a `MappedArray`: the 1 km
+rasters are ~0.9 GB as arrays, a memory map lets several worker processes share one copy through
+the page cache, and reading it band by band keeps only a few MB of it resident in each process.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import warnings
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -16,12 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import rasterio
+import rasterio.errors
 from affine import Affine
-from PIL import Image
+from rasterio.windows import Window
 
 from geoconcept import atomic, bundled
+from geoconcept.errors import InputError
 from geoconcept.hashing import file_sha256
-from geoconcept.layers.grid import WGS84, Grid
+from geoconcept.layers.grid import BAND_BYTES, WGS84, Grid, MappedArray, read_npy_header
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,7 @@ KOPPEN_NAMES = {
 
 
 MODIS_NO_WATER_SOUTH_OF = -86.0
+GDAL_CACHE_MB = 64
 
 
 def cache_dir() -> Path:
@@ -131,19 +137,61 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GEOCONCEPT_CACHE", Path.home() / ".cache" / "geoconcept"))
 
 
-def cached_array(source: Path, tag: str, convert: Callable[[Path], np.ndarray]) -> np.ndarray:
+@dataclass(frozen=True)
+class RowBlocks:
+    """A 2-D array as consecutive blocks of whole rows (so converting a raster never holds all of it)."""
+
+    shape: tuple[int, int]
+    dtype: np.dtype
+    blocks: Iterable[np.ndarray]
+
+    @classmethod
+    def whole(cls, array: np.ndarray) -> RowBlocks:
+        return cls(array.shape, array.dtype, [array])  # type: ignore[arg-type]
+
+
+def cached_array(source: Path, tag: str, convert: Callable[[Path], RowBlocks]) -> MappedArray:
     """Memory-map the cached `.npy` of `source` (keyed by its content hash), converting it first if needed."""
     target = cache_dir() / f"{tag}-{file_sha256(source)[:16]}.npy"
     if not target.exists():
-        array = convert(source)
+        converted = convert(source)
+        header = {"descr": np.lib.format.dtype_to_descr(converted.dtype), "fortran_order": False}
         with atomic.atomic_open(target, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(array))
-    return np.load(target, mmap_mode="r")
+            np.lib.format.write_array_header_1_0(fh, header | {"shape": tuple(converted.shape)})
+            rows = 0
+            for block in converted.blocks:
+                fh.write(np.ascontiguousarray(block, dtype=converted.dtype).tobytes())
+                rows += block.shape[0]
+            if rows != converted.shape[0]:
+                raise ValueError(f"converting {source}: got {rows} rows, expected {converted.shape[0]}")
+    return MappedArray(target)
 
 
-def _read_band(path: Path) -> np.ndarray:
-    with rasterio.open(path) as ds:
-        return ds.read(1)
+def _block_rows(width: int, itemsize: int) -> int:
+    return max(1, BAND_BYTES // (width * itemsize))
+
+
+def raster_band_blocks(path: Path, band: int = 1) -> RowBlocks:
+    """One band of a raster file, read through rasterio windows of whole rows (a multiple of the
+    file's block height, so no compressed block is decoded twice); InputError if it is unreadable."""
+    try:
+        with rasterio.open(path) as ds:
+            shape, dtype = (ds.height, ds.width), np.dtype(ds.dtypes[band - 1])
+            block_height = ds.block_shapes[band - 1][0]
+    except rasterio.errors.RasterioError as exc:
+        raise InputError(f"cannot read band {band} of raster {path} (corrupt file?): {exc}") from exc
+    step = -(-_block_rows(shape[1], dtype.itemsize) // block_height) * block_height
+
+    def blocks() -> Iterator[np.ndarray]:
+        try:
+            # Each block is read once: GDAL's block cache (5% of RAM by default) would only grow.
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(path) as ds:
+                for start in range(0, shape[0], step):
+                    yield ds.read(band, window=Window(0, start, shape[1], min(step, shape[0] - start)))
+        except rasterio.errors.RasterioError as exc:
+            raise InputError(f"cannot read band {band} of raster {path} (corrupt file?): {exc}") from exc
+
+    return RowBlocks(shape, dtype, blocks())
 
 
 @lru_cache(maxsize=1)
@@ -169,10 +217,15 @@ def koppen_geiger() -> Grid:
     """
     path = bundled.KOPPEN_FULL_PNG.path()
 
-    def convert(p: Path) -> np.ndarray:
-        Image.MAX_IMAGE_PIXELS = None  # a trusted 84 Mpx file from a pinned package
-        with Image.open(p) as im:
-            return np.asarray(im.convert("L"), dtype=np.uint8)
+    def convert(p: Path) -> RowBlocks:
+        # Read with GDAL's PNG driver rather than Pillow: this trusted 84 Mpx file is over Pillow's
+        # decompression-bomb limit, which must stay in force for every other image in the process.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(p) as ds:
+                if ds.count != 1 or ds.dtypes[0] != "uint8":
+                    raise ValueError(f"{p}: expected one 8-bit band, got {ds.count} of {ds.dtypes}")
+                return RowBlocks.whole(ds.read(1))
 
     array = cached_array(path, "koppen_geiger", convert)
     h, w = array.shape
@@ -186,7 +239,7 @@ def koppen_groups() -> Grid:
     path = bundled.KOPPEN_GROUPS_TIF.path()
     with rasterio.open(path) as ds:
         transform, crs, nodata = ds.transform, ds.crs, ds.nodata
-    array = cached_array(path, "koppen_groups", _read_band)
+    array = cached_array(path, "koppen_groups", raster_band_blocks)
     return Grid(array, transform, crs, nodata=0 if nodata is None else int(nodata), name="koppen_groups")
 
 
@@ -202,15 +255,36 @@ def modis_igbp() -> Grid:
         transform, crs, nodata = ds.transform, ds.crs, ds.nodata
     nodata = 255 if nodata is None else int(nodata)
 
-    def convert(p: Path) -> np.ndarray:
-        array = _read_band(p)
+    def convert(p: Path) -> RowBlocks:
+        with rasterio.open(p) as ds:
+            array = ds.read(1)
         first_polar_row = int(np.ceil((transform.f - MODIS_NO_WATER_SOUTH_OF) / -transform.e))
         polar = array[first_polar_row:]
         polar[polar == 0] = nodata
-        return array
+        return RowBlocks.whole(array)
 
     array = cached_array(path, "modis_igbp-v2", convert)
     return Grid(array, transform, crs, nodata=nodata, name="modis_igbp")
+
+
+def land_mask_blocks(path: Path) -> RowBlocks:
+    """global_land_mask's `mask` (True = ocean) as 1 = land, 0 = ocean, streamed out of the `.npz`
+    block of rows by block of rows: it decompresses to 0.9 GB."""
+    with zipfile.ZipFile(path) as npz, npz.open("mask.npy") as member:
+        shape, fortran_order, dtype = read_npy_header(member)
+    if fortran_order or dtype != np.bool_ or len(shape) != 2:
+        raise ValueError(f"{path}: expected a C-ordered 2-D boolean `mask`, got {dtype} {shape}")
+
+    def blocks() -> Iterator[np.ndarray]:
+        step = _block_rows(shape[1], 1)
+        with zipfile.ZipFile(path) as npz, npz.open("mask.npy") as member:
+            read_npy_header(member)
+            for start in range(0, shape[0], step):
+                rows = min(step, shape[0] - start)
+                ocean = np.frombuffer(member.read(rows * shape[1]), dtype=np.bool_).reshape(rows, shape[1])
+                yield (~ocean).astype(np.uint8)
+
+    return RowBlocks(shape, np.dtype(np.uint8), blocks())
 
 
 @lru_cache(maxsize=1)
@@ -221,12 +295,7 @@ def land_mask() -> Grid:
     `(lat − lat[0]) / step`), so the grid starts at (−180°, 90°) with 1/120° cells.
     """
     path = bundled.LAND_MASK_NPZ.path()
-
-    def convert(p: Path) -> np.ndarray:
-        with np.load(p) as npz:
-            return (~npz["mask"]).astype(np.uint8)
-
-    array = cached_array(path, "land_mask", convert)
+    array = cached_array(path, "land_mask", land_mask_blocks)
     h, w = array.shape
     transform = Affine(360.0 / w, 0.0, -180.0, 0.0, -180.0 / h, 90.0)
     return Grid(array, transform, WGS84, nodata=None, name="land_mask")

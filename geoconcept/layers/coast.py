@@ -21,21 +21,21 @@ from scipy.spatial import cKDTree
 from geoconcept import atomic, bundled
 from geoconcept.layers import builtin
 from geoconcept.layers.base import Layer, content_version
-from geoconcept.layers.grid import WGS84
+from geoconcept.layers.grid import WGS84, MappedArray
 from geoconcept.layers.sphere import chord_to_km, point_tree, unit_vectors
 
 ALGORITHM = "coastline-edge-midpoints-v1"
 ROWS_PER_BLOCK = 1200  # bounds the temporary boolean arrays to ~50 MB each
 
 
-def _edge_midpoints(land: np.ndarray) -> np.ndarray:
+def _edge_midpoints(land: MappedArray) -> np.ndarray:
     """(m, 2) lat/lon of the midpoints of land/ocean cell edges of a global 1/N° grid."""
     h = land.shape[0]
     cell = 180.0 / h
     parts = []
     for r0 in range(0, h, ROWS_PER_BLOCK):
         r1 = min(r0 + ROWS_PER_BLOCK, h)
-        block = np.asarray(land[r0 : min(r1 + 1, h)], dtype=bool)
+        block = land.rows(r0, min(r1 + 1, h)).astype(bool)
         rows = block[: r1 - r0]
         # East edges of every cell; the last column's east neighbour is the first (dateline).
         row, col = np.nonzero(rows != np.roll(rows, -1, axis=1))
@@ -49,9 +49,9 @@ def _edge_midpoints(land: np.ndarray) -> np.ndarray:
     return points
 
 
-@cache
 def coastline_points() -> np.ndarray:
-    """(m, 2) float64 lat/lon of the coastline points (cached as a `.npy` beside the rasters)."""
+    """(m, 2) float64 lat/lon of the coastline points (cached as a `.npy` beside the rasters; not
+    kept in memory: the k-d tree holds them as unit vectors)."""
     source = bundled.LAND_MASK_NPZ.path()
     target = builtin.cache_dir() / f"coastline-{content_version([source], ALGORITHM)[:16]}.npy"
     if not target.exists():

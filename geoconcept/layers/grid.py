@@ -4,10 +4,20 @@ Why not `rasterio.sample`: it walks points one window at a time (~27 s per milli
 turning whole coordinate arrays into row/column indices with the affine transform and indexing
 the array is the same lookup done vectorised (~0.05 s). rasterio still does the reading, the
 georeferencing and the CRS; pyproj does any reprojection.
+
+Memory: the 1 km rasters are ~0.9 GB each. A plain memory map keeps every page it has touched
+mapped, and points spread over the globe touch all of them, so a process sampling four rasters
+held ~2 GB resident. A `MappedArray` reads cells band of rows by band of rows and hands each band's
+pages back to the page cache (`madvise(MADV_DONTNEED)`) when done: at most `RESIDENT_BANDS` bands
+are resident, whatever the number of points, and the page cache still shares the file between
+processes.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -16,13 +26,95 @@ from affine import Affine
 from pyproj import CRS, Transformer
 
 WGS84 = CRS.from_epsg(4326)
+BAND_BYTES = 4 << 20
+# Bands of a mapped raster kept mapped between reads (least recently used let go first): a caller
+# sampling nearby points call after call (neighbourhood discs in latitude order) finds them mapped.
+RESIDENT_BANDS = 4
+
+
+def read_npy_header(fh) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of the `.npy` stream `fh`, left at the start of the data."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)
+    return np.lib.format.read_array_header_2_0(fh)
+
+
+class MappedArray:
+    """A read-only 2-D array memory-mapped from a `.npy` file, read band by band of rows."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        with open(path, "rb") as fh:
+            shape, fortran_order, dtype = read_npy_header(fh)
+            if len(shape) != 2 or fortran_order:
+                raise ValueError(f"{path}: expected a C-ordered 2-D array, got shape {shape}")
+            self._mmap = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            self._offset = fh.tell()
+        self.array = np.ndarray(shape, dtype, buffer=self._mmap, offset=self._offset)
+        self.path = path
+        self.rows_per_band = max(1, BAND_BYTES // self.array.strides[0])
+        self._resident: OrderedDict[int, None] = OrderedDict()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.array.shape  # type: ignore[return-value]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    def release(self, first_row: int = 0, rows: int | None = None) -> None:
+        """Unmap the pages of rows [first_row, first_row + rows) from this process (they stay in the
+        page cache; the next read maps them again)."""
+        rows = self.shape[0] - first_row if rows is None else rows
+        start = self._offset + first_row * self.array.strides[0]
+        aligned = start - start % mmap.PAGESIZE
+        stop = min(start + rows * self.array.strides[0], len(self._mmap))
+        if stop > aligned:
+            self._mmap.madvise(mmap.MADV_DONTNEED, aligned, stop - aligned)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """A copy of rows [start, stop)."""
+        out = np.array(self.array[start:stop])
+        self.release(start, stop - start)
+        return out
+
+    def cells(self, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+        """`array[row, col]`, read one band of rows at a time (points sorted by band, input order kept)."""
+        if not row.size:
+            return np.empty(row.shape, self.dtype)
+        first, last = int(row.min()) // self.rows_per_band, int(row.max()) // self.rows_per_band
+        if last - first < RESIDENT_BANDS:  # few enough bands to stay mapped together: no sorting
+            out = self.array[row, col]
+            for band in range(first, last + 1):
+                self._keep(band)
+            return out
+        out = np.empty(row.shape, self.dtype)
+        # numpy radix-sorts 16-bit keys: 65,536 bands cover rasters up to 2^16 * BAND_BYTES.
+        few_bands = self.shape[0] // self.rows_per_band < 1 << 16
+        band = (row // self.rows_per_band).astype(np.uint16 if few_bands else np.intp)
+        order = np.argsort(band, kind="stable")
+        sorted_band = band[order]
+        starts = np.flatnonzero(np.r_[True, sorted_band[1:] != sorted_band[:-1]])
+        for start, stop in zip(starts, [*starts[1:], order.size], strict=True):
+            take = order[start:stop]
+            out[take] = self.array[row[take], col[take]]
+            self._keep(int(sorted_band[start]))
+        return out
+
+    def _keep(self, band: int) -> None:
+        self._resident[band] = None
+        self._resident.move_to_end(band)
+        while len(self._resident) > RESIDENT_BANDS:
+            oldest, _ = self._resident.popitem(last=False)
+            self.release(oldest * self.rows_per_band, self.rows_per_band)
 
 
 @dataclass
 class Grid:
     """A single-band raster: `array[row, col]`, `transform` maps (col, row) to CRS coordinates."""
 
-    array: np.ndarray
+    array: np.ndarray | MappedArray
     transform: Affine
     crs: CRS
     nodata: float | int | None = None
@@ -80,7 +172,7 @@ class Grid:
     def sample(self, lat: np.ndarray, lon: np.ndarray) -> np.ma.MaskedArray:
         """Value at each point; masked where the point is outside the grid, invalid, or nodata."""
         row, col, inside = self.rowcol(lat, lon)
-        values = self.array[row, col]
+        values = self.array.cells(row, col) if isinstance(self.array, MappedArray) else self.array[row, col]
         invalid = ~inside
         if np.issubdtype(values.dtype, np.floating):
             invalid |= np.isnan(values)  # float rasters often mark nodata as NaN, declared or not

@@ -71,9 +71,12 @@ def disc_means(
     n = lat.shape[0]
     out = np.empty((n, len(predicates)), dtype=np.float32)
     batch = max(1, BATCH_POSITIONS // samples)
+    # Batches of points in latitude order: each batch's discs fall in a few rows of a raster, which
+    # a memory-mapped raster (grid.MappedArray) then keeps mapped from one batch to the next.
+    by_lat = np.argsort(lat, kind="stable")
     for start in range(0, n, batch):
-        stop = min(start + batch, n)
-        plat, plon = disc_positions(lat[start:stop], lon[start:stop], radius_km, samples)
+        rows = by_lat[start : start + batch]
+        plat, plon = disc_positions(lat[rows], lon[rows], radius_km, samples)
         values = sample(plat.ravel(), plon.ravel())
         data = np.ma.getdata(values).reshape(plat.shape)
         valid = ~np.ma.getmaskarray(values).reshape(plat.shape)
@@ -81,7 +84,7 @@ def disc_means(
         with np.errstate(invalid="ignore", divide="ignore"):
             for j, predicate in enumerate(predicates):
                 hits = (predicate(data) & valid).sum(axis=1)
-                out[start:stop, j] = np.where(counts > 0, hits / counts, np.nan)
+                out[rows, j] = np.where(counts > 0, hits / counts, np.nan)
     return out
 
 

@@ -44,12 +44,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import rasterio
 import rasterio.errors
 
 from geoconcept import bundled
-from geoconcept.errors import ConfigError, InputError
+from geoconcept.errors import ConfigError
 from geoconcept.layers import builtin
 from geoconcept.layers.base import Layer, RasterLayer
 from geoconcept.layers.builtin import ClassTable
@@ -280,15 +279,8 @@ def _user_raster(entry: dict[str, Any], path: Path, classes: dict | None, descri
     if band > count:
         raise ConfigError(f"raster file {path} has {count} band(s), not band {band}")
 
-    def read_band(p: Path) -> np.ndarray:
-        try:
-            with rasterio.open(p) as ds:
-                return ds.read(band)
-        except rasterio.errors.RasterioError as exc:
-            raise InputError(f"cannot read band {band} of raster {p} (corrupt file?): {exc}") from exc
-
     def open_grid() -> Grid:
-        array = builtin.cached_array(path, f"user-{name}-band{band}", read_band)
+        array = builtin.cached_array(path, f"user-{name}-band{band}", lambda p: builtin.raster_band_blocks(p, band))
         return Grid(array, transform, crs, nodata=file_nodata if nodata is None else nodata, name=name)
 
     return RasterLayer(name, open_grid, [path], source=str(path), classes=table, description=description, units=units)
