@@ -13,7 +13,14 @@ concept-space models), L2-normalised, so inner product = cosine. A gallery folde
   complete exactly when it exists, and a rebuild with the same inputs is skipped.
 
 Coordinates: GeoCLIP's 100K MP16 points by default; or a sample, or spherical k-means centres,
-of the training coordinates. FAISS on GPU is used when faiss-gpu is installed and sees a GPU.
+of the training coordinates.
+
+Searching (`Gallery.load(folder, device, backend=...)`): with a GPU (`device="auto"` finds one,
+`"cuda"` requires one) the search runs on it — a FAISS GPU index when the installed faiss has GPU
+support, otherwise, for an exact (flat) index, the gallery's vectors on the device and an exact
+torch matmul + top-k over chunks of queries; other indexes (HNSW, ...) without faiss-gpu stay
+on the CPU index. `backend="torch"` forces the torch search (on the CPU too: it is tested there
+against `IndexFlatIP`), `backend="faiss"` forces FAISS. Without a GPU the default is FAISS on the CPU.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from geoconcept import atomic, bundled
 from geoconcept.errors import ConfigError, InputError
@@ -44,6 +52,10 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 UseGpu = bool | Literal["auto"]
+Device = Literal["auto", "cpu", "cuda"]
+Backend = Literal["auto", "faiss", "torch"]
+# Scores of one chunk of queries against the whole gallery, in bytes: bounds the torch search's memory.
+SCORE_CHUNK_BYTES = 256 << 20
 
 
 def _gpus() -> int:
@@ -237,18 +249,101 @@ def build_gallery(
 
 
 # searching ------------------------------------------------------------------------------
+class TorchFlatIndex:
+    """Exact inner-product search with torch: the gallery's vectors on `device`, scores of a chunk of
+    queries against all of them (`SCORE_CHUNK_BYTES` at most) and `torch.topk`. Same `d`, `ntotal`
+    and `search(queries, k) -> (scores, ids)` as a FAISS index; for GPUs without faiss-gpu."""
+
+    def __init__(self, vectors: np.ndarray, device: str | torch.device) -> None:
+        self.vectors = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(device)
+        self.ntotal, self.d = self.vectors.shape
+
+    @classmethod
+    def from_faiss(cls, index: faiss.Index, device: str | torch.device) -> TorchFlatIndex:
+        return cls(index.reconstruct_n(0, index.ntotal), device)
+
+    @torch.inference_mode()
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        chunk = max(1, SCORE_CHUNK_BYTES // (4 * max(1, self.ntotal)))
+        scores = np.empty((len(queries), k), dtype=np.float32)
+        ids = np.empty((len(queries), k), dtype=np.int64)
+        # Full float32 products like IndexFlatIP: TF32 (if some code enabled it) rounds inputs to 10 bits.
+        precision = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+        try:
+            for start in range(0, len(queries), chunk):
+                q = torch.from_numpy(queries[start : start + chunk]).to(self.vectors.device)
+                top = torch.topk(q @ self.vectors.T, k, dim=1)  # sorted, best first, like FAISS
+                scores[start : start + len(q)] = top.values.cpu().numpy()
+                ids[start : start + len(q)] = top.indices.cpu().numpy()
+        finally:
+            torch.set_float32_matmul_precision(precision)
+        return scores, ids
+
+
+def _is_exact(index: faiss.Index) -> bool:
+    return isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
+
+
+def _resolve_device(device: Device) -> str:
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {device!r}")
+    has_gpu = _gpus() > 0 or torch.cuda.is_available()
+    if device == "cuda" and not has_gpu:
+        raise ConfigError("device cuda asked for, but neither FAISS nor torch sees a GPU")
+    return "cuda" if device == "cuda" or (device == "auto" and has_gpu) else "cpu"
+
+
+def _searcher(index: faiss.Index, device: Device, backend: Backend) -> tuple[Any, str, str, Any]:
+    """(what searches, backend, device, GPU resources to keep alive) for a CPU index read from disk."""
+    if backend not in ("auto", "faiss", "torch"):
+        raise ConfigError(f"backend must be auto, faiss or torch, got {backend!r}")
+    where = _resolve_device(device)
+    if backend == "torch" or (backend == "auto" and where == "cuda" and _gpus() == 0 and _is_exact(index)):
+        if not _is_exact(index):
+            raise ConfigError("the torch backend searches exact (flat inner-product) galleries only")
+        where = "cuda" if torch.cuda.is_available() and device != "cpu" else "cpu"
+        if device == "cuda" and where != "cuda":
+            raise ConfigError("the torch backend on cuda needs a CUDA build of torch that sees a GPU")
+        return TorchFlatIndex.from_faiss(index, where), "torch", where, None
+    if where == "cuda" and not isinstance(index, faiss.IndexHNSW):
+        if _gpus() > 0:
+            resources = faiss.StandardGpuResources()  # must outlive the GPU index
+            return faiss.index_cpu_to_gpu(resources, 0, index), "faiss", "cuda", resources
+        if backend == "faiss" and device == "cuda":
+            raise ConfigError("backend faiss on cuda needs faiss-gpu (FAISS sees no GPU)")
+    return index, "faiss", "cpu", None  # HNSW has no FAISS GPU version: it stays on the CPU
+
+
 @dataclass
 class Gallery:
     folder: Path
-    index: faiss.Index
+    index: Any  # a FAISS index (CPU or GPU) or a TorchFlatIndex: `d`, `ntotal`, `search(q, k)`
     latlon: np.ndarray  # (N, 2) float64, row i = index id i
     info: dict[str, Any]
+    backend: str = "faiss"
+    device: str = "cpu"
+    _gpu_resources: Any = None
 
     def __len__(self) -> int:
         return len(self.latlon)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike[str], use_gpu: UseGpu = "auto", ef_search: int = HNSW_EF_SEARCH) -> Gallery:
+    def load(
+        cls,
+        folder: str | os.PathLike[str],
+        use_gpu: UseGpu = "auto",
+        ef_search: int = HNSW_EF_SEARCH,
+        *,
+        device: Device | None = None,
+        backend: Backend = "auto",
+    ) -> Gallery:
+        """Open a gallery folder for searching on `device` with `backend` (see the module docstring).
+
+        `use_gpu` is the older spelling of `device` (True = cuda, False = cpu), used when `device` is None.
+        """
+        if device is None:
+            device = "auto" if use_gpu == "auto" else ("cuda" if use_gpu else "cpu")
         folder = Path(folder)
         info_path = folder / INFO_FILE
         try:
@@ -279,10 +374,9 @@ class Gallery:
             )
         if isinstance(index, faiss.IndexHNSW):
             index.hnsw.efSearch = ef_search
-        elif _want_gpu(use_gpu):
-            index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+        searcher, backend, device, resources = _searcher(index, device, backend)
         latlon = np.stack([rows.column("lat").to_numpy(), rows.column("lon").to_numpy()], axis=1)
-        return cls(folder, index, latlon, info)
+        return cls(folder, searcher, latlon, info, backend, device, resources)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top-k gallery rows per query vector (already in the gallery's space and L2-normalised).

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from geoconcept import gallery
-from geoconcept.errors import InputError
+from geoconcept.errors import ConfigError, InputError
 from geoconcept.model.checkpoint import load_model, save_model
 from geoconcept.model.geoconcept_model import GeoConceptModel
 
@@ -121,3 +121,81 @@ def test_coordinate_sources(tmp_path):
     csv.write_text("lat,lon\n95,0\n")
     with pytest.raises(InputError, match="rows have invalid coordinates"):
         gallery.read_coordinates(csv)
+
+
+def _flat_vs_torch(g_faiss, g_torch, queries: np.ndarray, k: int) -> None:
+    """The torch search returns FAISS IndexFlatIP's top-k, up to float32 rounding.
+
+    Each backend computes <q, v> in float32 (own GEMM, own summation order). For a d-term dot
+    product the rounding error is at most gamma_d * |q| |v| with gamma_d = d u / (1 - d u),
+    u = 2^-24 (Higham, Accuracy and Stability, 3.1): `bound`. The r-th largest computed score of
+    each backend is then within `bound` of the r-th largest exact score, so the two scores at rank
+    r differ by at most 2 bound; and where the ids at a rank differ, both ids' exact scores lie
+    within 2 bound of that order statistic: a near-tie within 4 bound, computed here in float64.
+    """
+    _, f_scores, f_ids = g_faiss.search(queries, k)
+    _, t_scores, t_ids = g_torch.search(queries, k)
+    vectors = g_faiss.index.reconstruct_n(0, g_faiss.index.ntotal).astype(np.float64)
+    d, u = vectors.shape[1], 2.0**-24
+    norms = np.linalg.norm(queries.astype(np.float64), axis=1).max() * np.linalg.norm(vectors, axis=1).max()
+    bound = d * u / (1 - d * u) * norms
+    assert t_scores.dtype == np.float32 and t_ids.dtype == np.int64 and t_ids.shape == (len(queries), k)
+    assert np.abs(t_scores.astype(np.float64) - f_scores).max() <= 2 * bound
+    exact = queries.astype(np.float64) @ vectors.T
+    rows, ranks = np.nonzero(t_ids != f_ids)
+    gaps = np.abs(exact[rows, t_ids[rows, ranks]] - exact[rows, f_ids[rows, ranks]])
+    assert (gaps <= 4 * bound).all()
+
+
+def test_torch_backend_on_cpu_equals_the_flat_index(model, tmp_path, monkeypatch):
+    base = coords(2900, seed=4)
+    points = np.concatenate([base, base[:100]])  # 100 exact ties: either id of a pair may come first
+    gallery.build_gallery(points, model, tmp_path / "g", use_gpu=False)
+    g_faiss = gallery.Gallery.load(tmp_path / "g", device="cpu")
+    g_torch = gallery.Gallery.load(tmp_path / "g", device="cpu", backend="torch")
+    assert (g_faiss.backend, g_faiss.device) == ("faiss", "cpu")
+    assert (g_torch.backend, g_torch.device) == ("torch", "cpu")
+    features = torch.randn(150, 8, generator=torch.Generator().manual_seed(5))
+    queries = np.concatenate(
+        [model.retrieval_image_vectors(features).numpy(), model.retrieval_location_vectors(coords(150, 6)).numpy()]
+    )
+    monkeypatch.setattr(gallery, "SCORE_CHUNK_BYTES", 4 * 3000 * 7)  # 7 queries a chunk, the last one short
+    _flat_vs_torch(g_faiss, g_torch, queries, k=10)
+    queries = model.retrieval_location_vectors(base[:100]).numpy()  # each query's top 2 are a tied pair
+    _flat_vs_torch(g_faiss, g_torch, queries, k=2)
+    latlon, _, ids = g_torch.predict(model, features[:3], k=1)
+    assert latlon.shape == (3, 1, 2) and np.array_equal(latlon[:, 0], points[ids[:, 0]])
+
+
+def test_torch_backend_on_cuda_equals_the_flat_index(model, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    gallery.build_gallery(coords(3000, seed=4), model, tmp_path / "g", use_gpu=False)
+    on_gpu = gallery.Gallery.load(tmp_path / "g", device="cuda", backend="torch")
+    assert (on_gpu.backend, on_gpu.device) == ("torch", "cuda")
+    queries = model.retrieval_location_vectors(coords(300, 6)).numpy()
+    _flat_vs_torch(gallery.Gallery.load(tmp_path / "g", device="cpu"), on_gpu, queries, k=10)
+
+
+def test_backend_and_device_choices(model, tmp_path):
+    gallery.build_gallery(coords(300), model, tmp_path / "flat", use_gpu=False)
+    gallery.build_gallery(coords(300), model, tmp_path / "hnsw", index="hnsw", use_gpu=False)
+    with pytest.raises(ConfigError, match="torch backend searches exact"):
+        gallery.Gallery.load(tmp_path / "hnsw", backend="torch")
+    with pytest.raises(ConfigError, match="backend must be"):
+        gallery.Gallery.load(tmp_path / "flat", backend="numpy")
+    with pytest.raises(ConfigError, match="device must be"):
+        gallery.Gallery.load(tmp_path / "flat", device="tpu")
+    if gallery._gpus() == 0 and not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device cuda asked for"):
+            gallery.Gallery.load(tmp_path / "flat", device="cuda")
+        # No GPU: the default stays FAISS on the CPU, for every index type.
+        for name in ("flat", "hnsw"):
+            g = gallery.Gallery.load(tmp_path / name)
+            assert (g.backend, g.device) == ("faiss", "cpu")
+    elif gallery._gpus() == 0:
+        # A GPU but CPU-only faiss: exact galleries search with torch on it, HNSW stays on the CPU.
+        g = gallery.Gallery.load(tmp_path / "flat")
+        assert (g.backend, g.device) == ("torch", "cuda")
+        g = gallery.Gallery.load(tmp_path / "hnsw")
+        assert (g.backend, g.device) == ("faiss", "cpu")
