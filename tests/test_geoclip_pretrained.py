@@ -125,3 +125,31 @@ def test_commands_take_it_by_name_and_say_what_is_missing_offline(tmp_path, monk
     assert code == 2
     assert len(err.splitlines()) == 1
     assert "ViT-L-14 'openai' weights" in err and "GEOCONCEPT_BACKBONE_WEIGHTS" in err
+
+
+@pytest.mark.slow
+def test_evaluate_takes_it_by_name_on_cached_features(tmp_path, monkeypatch, capsys):
+    from geoconcept.cli import main
+    from geoconcept.features import write_feature_shard
+
+    monkeypatch.setenv("GEOCONCEPT_DATA_ROOT", str(tmp_path / "data"))
+    coords = gallery.geoclip_coordinates()[:40]
+    features = _features(len(coords))
+    facts = {"model": "ViT-L-14", "pretrained": "openai", "backbone_seed": "0", "backbone_tag": "ViT-L-14__openai"}
+    write_feature_shard(
+        tmp_path / "features" / "shard-000000.safetensors",
+        [f"k{i}" for i in range(len(coords))],
+        features,
+        torch.tensor(coords),
+        facts | {"normalized": "false"},
+    )
+    (tmp_path / "coords.csv").write_text("LAT,LON\n" + "".join(f"{a},{b}\n" for a, b in coords))
+    assert main(["gallery", "--checkpoint", "geoclip-pretrained", "--coords", str(tmp_path / "coords.csv"),
+                 "--out", str(tmp_path / "g")]) == 0  # fmt: skip
+    code = main(["evaluate", "--checkpoint", "geoclip-pretrained", "--gallery", str(tmp_path / "g"),
+                 "--features", str(tmp_path / "features"), "--out", str(tmp_path / "report"),
+                 "--no-downstream", "--no-progress"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert [r["variant"] for r in metrics["per_run"]] == ["geoclip"]
+    assert metrics["test_samples"] == len(coords)

@@ -52,7 +52,8 @@ def geoclip_pretrained_checkpoint(cache_dir: str | os.PathLike[str] | None = Non
     save_model(
         geoclip_pretrained_model(),
         path,
-        config={"source": "geoclip package", "geoclip_version": importlib.metadata.version("geoclip")},
+        # One published run: seed 0 names it where evaluations group runs by seed.
+        config={"source": "geoclip package", "geoclip_version": importlib.metadata.version("geoclip"), "seed": 0},
         backbone=backbone_tag(DEFAULT_MODEL, DEFAULT_PRETRAINED),
         backbone_spec={"model": DEFAULT_MODEL, "pretrained": DEFAULT_PRETRAINED, "seed": "0"},
     )
