@@ -15,7 +15,7 @@ concept-space models), L2-normalised, so inner product = cosine. A gallery folde
 Coordinates: GeoCLIP's 100K MP16 points by default; or a sample, or spherical k-means centres,
 of the training coordinates.
 
-Searching (`Gallery.load(folder, device, backend=...)`): with a GPU (`device="auto"` finds one,
+Searching (`Gallery.load(folder, device=..., backend=...)`): with a GPU (`device="auto"` finds one,
 `"cuda"` requires one) the search runs on it — a FAISS GPU index when the installed faiss has GPU
 support, otherwise, for an exact (flat) index, the gallery's vectors on the device and an exact
 torch matmul + top-k over chunks of queries; other indexes (HNSW, ...) without faiss-gpu stay
