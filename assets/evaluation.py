@@ -80,6 +80,7 @@ def evaluation(
         "report": dg.MetadataValue.path(str(result.report_md)),
         "report_html": dg.MetadataValue.path(str(result.report_html)),
         "predictions": dg.MetadataValue.path(str(result.predictions)),
+        **md.parquet_table(result.predictions),  # one row per test image and run
     }
     return dg.Output(
         {"report": str(result.report_md), "metrics": str(result.metrics_json)},

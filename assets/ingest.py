@@ -55,6 +55,7 @@ def raw_dataset(
         metadata={
             "sources": md.table(frame),
             "rows": int(frame["rows"].sum()) if len(frame) else 0,
+            "dagster/row_count": int(frame["rows"].sum()) if len(frame) else 0,
             "new_partitions": len(new),
         },
         data_version=md.files_version([s.path for s in staged]),
