@@ -43,8 +43,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def one_line(message: str) -> str:
-    """`message` on one line: a multi-line problem list joined with "; "."""
-    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    """`message` on one line: the lines of a multi-line problem list joined with "; " (after a
+    heading that ends with ":", a space)."""
+    text = ""
+    for part in (p.strip() for p in str(message).splitlines()):
+        if part:
+            text += ("" if not text else " " if text.endswith(":") else "; ") + part
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:

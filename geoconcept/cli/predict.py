@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     int_at_least(args.top_k, "--top-k", 1)
     int_at_least(args.concepts, "--concepts", 0)
     images = read_images(args.images)  # first: a bad path fails before the backbone is built
+    if args.gallery is not None and not args.gallery.is_dir():
+        problem = "is a file, not a gallery folder" if args.gallery.exists() else "not found"
+        raise InputError(f"gallery {args.gallery} {problem}")
     checkpoint = resolve_checkpoint(args.checkpoint)
     model = load_model(checkpoint)
     backbone = Backbone.from_metadata(model.checkpoint_metadata)

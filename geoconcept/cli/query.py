@@ -14,6 +14,8 @@ import argparse
 import re
 from pathlib import Path
 
+from geoconcept.validate import check_output_folder, int_at_least
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("query", help='a description ("a tropical beach with palm trees") or a concept id')
@@ -32,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
     from geoconcept.model.backbone import Backbone
     from geoconcept.model.checkpoint import load_model, resolve_checkpoint
 
+    int_at_least(args.top, "--top", 1)
+    if args.out is not None:
+        check_output_folder(args.out, "--out")
     bank = load_bank(args.bank)
     query.query_prompts(args.query, bank)  # a bad query fails before the backbone is built
     query.grid(args.resolution)

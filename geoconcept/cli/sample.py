@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geoconcept.validate import check_output_folder
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
@@ -28,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--n-train and --n-test must be >= 0 and not both 0")
     if not 32 <= args.image_size <= 1024:
         raise InputError("--image-size must be between 32 and 1024")
+    check_output_folder(args.out, "--out")
     config = SampleConfig(
         n_train=args.n_train, n_test=args.n_test, seed=args.seed, image_size=args.image_size, tar=args.tar
     )

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoconcept.errors import ConfigError
-from geoconcept.validate import int_at_least
+from geoconcept.errors import ConfigError, InputError
+from geoconcept.validate import check_output_folder, int_at_least
 from geoconcept.yaml_files import read_yaml
 
 MIN_DOWNSTREAM_POINTS = 40  # fewer random land points leave the downstream probes too few to fit and test on
@@ -251,5 +251,9 @@ def check_config(config: EvaluationConfig) -> None:
         problems.append(f"downstream.seeds must be all or first, got {config.downstream.seeds!r}")
     if config.concept_maps is not None and not all(isinstance(c, str) for c in config.concept_maps):
         problems.append("concept_maps must be a list of concept ids")
+    try:  # before any work: a report folder that cannot be written is found now, not after the evaluation
+        check_output_folder(config.out, "out")
+    except InputError as exc:
+        problems.append(str(exc))
     if problems:
         raise ConfigError("evaluation config: " + "; ".join(problems))
