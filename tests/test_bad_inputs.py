@@ -505,3 +505,48 @@ def test_a_terminal_sees_one_line_and_no_traceback(tmp_path, argv, names):
     assert "Traceback" not in done.stdout + done.stderr
     [line] = [line for line in done.stderr.splitlines() if line.strip()]
     assert line.startswith(f"geoconcept {argv[0]}: error: ") and names in line
+
+
+# One message whichever door a setting comes through ---------------------------------------------
+def _resource_message(resource_class, **settings) -> str:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        resource_class(**settings)
+    return info.value.errors()[0]["msg"].removeprefix("Value error, ")
+
+
+def _cli_message(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err.strip().split(": error: ", 1)[1]
+
+
+def test_ingest_settings_read_the_same_from_cli_resource_and_config(capsys, inputs, tmp_path):
+    from assets.resources import IngestResource
+    from geoconcept.errors import ConfigError
+    from geoconcept.ingest import IngestConfig
+
+    base = ["ingest", "--csv", str(inputs["table"]), "--images", str(inputs["images"]), "--out", str(tmp_path)]
+    for flag, key, value in [("--samples-per-shard", "samples_per_shard", 0), ("--jpeg-quality", "jpeg_quality", 96)]:
+        with pytest.raises(ConfigError) as info:
+            IngestConfig(**{key: value})
+        from_cli = _cli_message(capsys, [*base, flag, str(value)])
+        assert from_cli == str(info.value) == _resource_message(IngestResource, **{key: value})
+        assert key in from_cli and str(value) in from_cli
+
+
+def test_evaluation_settings_read_the_same_from_cli_resource_and_config(capsys, inputs, tmp_path):
+    from assets.resources import EvaluationResource
+
+    config = tmp_path / "evaluation.yaml"
+    config.write_text(
+        f"runs: [{{checkpoint: {inputs['run']}, gallery: {inputs['gallery']}}}]\n"
+        f"features: {inputs['features']}\nout: {tmp_path / 'report'}\ndownstream: {{points: 3}}\n"
+    )
+    flags = ["--checkpoint", str(inputs["run"]), "--gallery", str(inputs["gallery"]), "--features"]
+    flags += [str(inputs["features"]), "--out", str(tmp_path / "report"), "--downstream-points", "3"]
+    from_yaml = _cli_message(capsys, ["evaluate", "--config", str(config)])
+    from_flags = _cli_message(capsys, ["evaluate", *flags])
+    from_resource = _resource_message(EvaluationResource, downstream_points=3)
+    assert from_yaml == from_flags == f"evaluation config: {from_resource}"
+    assert "downstream.points must be an integer >= 40, got 3" in from_resource

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from geoconcept.validate import check_output_folder
+from geoconcept.validate import check_output_folder, int_at_least, int_between
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,13 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from geoconcept.errors import InputError
+    from geoconcept.errors import ConfigError
     from geoconcept.sample import SampleConfig, build_sample
 
-    if args.n_train < 0 or args.n_test < 0 or args.n_train + args.n_test == 0:
-        raise InputError("--n-train and --n-test must be >= 0 and not both 0")
-    if not 32 <= args.image_size <= 1024:
-        raise InputError("--image-size must be between 32 and 1024")
+    int_at_least(args.n_train, "--n-train", 0)
+    int_at_least(args.n_test, "--n-test", 0)
+    if args.n_train + args.n_test == 0:
+        raise ConfigError("--n-train + --n-test must be >= 1 (nothing to render), got 0")
+    int_between(args.image_size, "--image-size", 32, 1024)
     check_output_folder(args.out, "--out")
     config = SampleConfig(
         n_train=args.n_train, n_test=args.n_test, seed=args.seed, image_size=args.image_size, tar=args.tar
