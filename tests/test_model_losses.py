@@ -94,7 +94,9 @@ def test_masked_bce_with_nothing_measured_is_zero_and_keeps_the_graph():
 def test_training_losses_combine_the_terms_with_their_weights():
     torch.manual_seed(2)
     out = ModelOutput(
-        logits=torch.randn(4, 6),
+        queries=torch.randn(4, 5),
+        keys=torch.randn(6, 5),
+        scale=torch.tensor(2.0),
         z_img=torch.randn(4, 3),
         z_loc=torch.randn(4, 3),
         label_logits_img=torch.randn(4, 3),
@@ -106,7 +108,7 @@ def test_training_losses_combine_the_terms_with_their_weights():
     expected = terms.contrastive + 0.5 * terms.concept + 3.0 * terms.supervised
     assert terms.total.item() == pytest.approx(expected.item())
     plain = training_losses(
-        ModelOutput(logits=out.logits),
+        ModelOutput(out.queries, out.keys, out.scale),
         None,
         lambda_concept=1,
         sigma=1,

@@ -6,10 +6,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from _model_inputs import CONCEPTS, concept_values, train_args, write_dataset, write_embeddings
 
 from geoconcept.errors import ConfigError, InputError
-from geoconcept.train.data import load_training_data
+from geoconcept.features import read_feature_shard, write_feature_shard
+from geoconcept.train.data import epoch_order, load_training_data
 from geoconcept.train.params import parse_args
 
 
@@ -24,13 +26,14 @@ def test_loads_splits_features_coordinates_and_labels(tmp_path):
     assert data.feature_dim == 16 and data.backbone == "test-backbone__none"
     assert data.concepts is not None and data.concepts.info.concept_ids == CONCEPTS
     assert data.labelled_concepts == ["tropical", "northern", "polar"]
-    labels = data.train.labels
-    assert labels is not None and labels.shape == (42, 4)
+    labels = data.val.labels
+    assert labels is not None and labels.shape == (12, 4)
     assert np.isnan(labels[:, 3].numpy()).all()  # text-only concept: never measured
     assert np.isnan(labels[:, 0].numpy()).any()  # missing values stay NaN, not 0
-    expected = concept_values(data.train.latlon.double().numpy())["northern"]
+    expected = concept_values(data.val.latlon.double().numpy())["northern"]
     known = ~np.isnan(labels[:, 1].numpy())
     assert np.array_equal(labels[known, 1].numpy(), expected[known])
+    assert torch.isnan(data.train.prevalence[3]) and 0 < data.train.prevalence[1].item() < 1
 
 
 def test_labels_in_another_row_order_are_aligned_by_key(tmp_path):
@@ -40,7 +43,8 @@ def test_labels_in_another_row_order_are_aligned_by_key(tmp_path):
     table = pq.read_table(path)
     pq.write_table(table.take(np.arange(table.num_rows)[::-1]), path)
     shuffled = load_training_data(config(paths, tmp_path))
-    assert np.array_equal(shuffled.train.labels.numpy(), reference.train.labels.numpy(), equal_nan=True)
+    assert np.array_equal(shuffled.val.labels.numpy(), reference.val.labels.numpy(), equal_nan=True)
+    assert torch.allclose(shuffled.train.prevalence, reference.train.prevalence, equal_nan=True)
 
 
 def test_features_and_labels_with_different_keys_name_both_files(tmp_path):
@@ -85,8 +89,6 @@ def test_concept_bank_changed_since_the_embeddings(tmp_path):
 
 def test_labels_for_concepts_the_embeddings_do_not_know(tmp_path):
     paths = write_dataset(tmp_path, n=40)
-    import torch
-
     write_embeddings(paths["embeddings"], ["tropical", "northern"], torch.eye(2, 512), "x")
     with pytest.raises(
         ConfigError,
@@ -120,3 +122,54 @@ def test_empty_or_missing_feature_folder(tmp_path):
     paths = write_dataset(tmp_path, n=40)
     with pytest.raises(InputError, match="no feature files"):
         load_training_data(config(paths, tmp_path, features=str(tmp_path / "nothing"), labels=[], variant="concept"))
+
+
+def in_ram_reference(data) -> torch.Tensor:
+    """The training features read whole, in the split's sample order (shard after shard)."""
+    return torch.cat([read_feature_shard(s.features).features[s.rows] for s in data.train.shards])
+
+
+@pytest.mark.parametrize("buffer", [1, 30, 1000])
+def test_epoch_order_shuffles_shards_then_rows_within_windows(buffer):
+    counts = (5, 7, 3, 6)
+    order, ends = epoch_order(3, 1, counts, buffer)
+    assert sorted(order.tolist()) == list(range(21)) and ends[-1] == 21
+    shard = np.searchsorted(np.cumsum(counts), order.numpy(), side="right")
+    for lo, hi in zip([0, *ends[:-1]], ends, strict=True):  # a window = whole shards, >= buffer samples but the last
+        window = set(shard[lo:hi].tolist())
+        assert sum(counts[s] for s in window) == hi - lo
+        assert hi - lo >= buffer or hi == 21
+    assert len(ends) == {1: 4, 30: 1, 1000: 1}[buffer]
+    assert not torch.equal(order, epoch_order(3, 2, counts, buffer)[0])  # another epoch, another order
+
+
+@pytest.mark.parametrize("buffer", [10, 100])
+def test_batches_read_the_right_rows_for_every_process_and_resume_in_place(tmp_path, buffer):
+    paths = write_dataset(tmp_path, n=96, shards=4)
+    data = load_training_data(config(paths, tmp_path))
+    reference = in_ram_reference(data)
+    whole = list(data.train.batches(seed=0, epoch=2, batch_size=16, buffer=buffer))
+    assert len(whole) == len(data.train) // 16
+    for step, batch in enumerate(whole):
+        assert torch.equal(batch.features, reference[batch.ids])
+        halves = [
+            next(data.train.batches(seed=0, epoch=2, batch_size=16, buffer=buffer, start=step, rank=r, world=2))
+            for r in range(2)
+        ]
+        assert all(torch.equal(h.ids, batch.ids) for h in halves)
+        assert torch.equal(torch.cat([h.features for h in halves]), batch.features)
+        for h, rows in zip(halves, batch.ids.tensor_split(2), strict=True):
+            known = ~torch.isnan(h.labels[:, 1])
+            north = (data.train.latlon[rows][:, 0] > 0).float()
+            assert torch.equal(h.labels[known, 1], north[known])  # labels travel with their rows
+
+
+def test_features_stored_as_float16_are_read_as_float32(tmp_path):
+    paths = write_dataset(tmp_path, n=40)
+    for path in sorted(paths["features"].iterdir()):
+        shard = read_feature_shard(path)
+        write_feature_shard(path, shard.keys, shard.features, shard.latlon, shard.metadata | {"precision": "bf16"})
+    data = load_training_data(config(paths, tmp_path))
+    batch = next(data.train.batches(seed=0, epoch=0, batch_size=8, buffer=10))
+    assert batch.features.dtype == torch.float32 and data.val.features.dtype == torch.float32
+    assert torch.equal(batch.features, in_ram_reference(data)[batch.ids])

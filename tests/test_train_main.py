@@ -1,16 +1,14 @@
-"""The trainer end to end on tiny synthetic inputs: determinism, resume, variants, events, DDP."""
+"""The trainer end to end on tiny synthetic inputs: determinism, resume, variants, events (DDP: own file)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import math
 
+import pandas as pd
 import pytest
 import torch
 from _model_inputs import concept_values, train_args, write_dataset
-from conftest import REPO
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
@@ -57,14 +55,15 @@ def test_same_seed_same_metrics_and_weights(paths, tmp_path):
     assert without_timing(metrics(tmp_path / "c")) != without_timing(a)
 
 
-def test_resume_gives_exactly_the_uninterrupted_result(paths, tmp_path):
-    main(train_args(paths, tmp_path / "whole"))
+@pytest.mark.parametrize("buffer", [65536, 30])  # the whole split in one window, or windows of one shard
+def test_resume_gives_exactly_the_uninterrupted_result(paths, tmp_path, buffer):
+    main(train_args(paths, tmp_path / "whole", shuffle_buffer=buffer))
 
     def crash_after_first_checkpoint(kind, payload):
         if kind == "checkpoint" and payload["step"] == 3:
             raise Crash
 
-    args = train_args(paths, tmp_path / "resumed")
+    args = train_args(paths, tmp_path / "resumed", shuffle_buffer=buffer)
     with pytest.raises(Crash):
         main(args, on_event=crash_after_first_checkpoint)
     assert not (tmp_path / "resumed/final.safetensors").exists()
@@ -165,34 +164,6 @@ def test_cli_train_and_its_errors(paths, tmp_path, capsys):
     assert "geoconcept train: error: unknown config key 'lrate'" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_ddp_with_two_processes_gives_the_same_result_shape(paths, tmp_path):
-    single = tmp_path / "single"
-    main(train_args(paths, single, steps=4, checkpoint_interval=2))
-    ddp = tmp_path / "ddp"
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    out = subprocess.run(
-        [*torchrun, "-m", "geoconcept.train", *train_args(paths, ddp, steps=4, checkpoint_interval=2)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    a, b = metrics(single), metrics(ddp)
-    assert [(m["kind"], m["step"], sorted(m)) for m in a] == [(m["kind"], m["step"], sorted(m)) for m in b]
-    assert sorted(p.name for p in (ddp / "checkpoints").iterdir()) == [
-        "step-000002.safetensors",
-        "step-000004.safetensors",
-    ]
-    model = load_model(ddp / "final.safetensors")
-    assert set(model.state_dict()) == set(load_model(single / "final.safetensors").state_dict())
-    assert not any(k.startswith("module.") for k in model.state_dict())
-
-
 def test_a_768_wide_concept_bank_is_mapped_into_the_512_space(tmp_path):
     paths = write_dataset(tmp_path / "in", n=48, text_dim=768)
     run = tmp_path / "run"
@@ -206,12 +177,16 @@ def test_a_768_wide_concept_bank_is_mapped_into_the_512_space(tmp_path):
 
 
 def test_supervised_term_grounds_both_sides_concept_scores(paths, tmp_path):
-    args = train_args(paths, tmp_path / "run", steps=20, lr=3e-3, checkpoint_interval=100)
+    # Weight 5: at 1, 20 steps leave the sign of the concept scores to chance (AUC 0.28 to 1.0 over seeds 0-3).
+    args = train_args(paths, tmp_path / "run", steps=20, lr=3e-3, checkpoint_interval=100, supervised_weight=5.0)
     config = parse_args(args)
     data = load_training_data(config)
     fresh = build_model(config, data)
-    prevalence = torch.nanmean(data.train.labels[:, 1])  # "northern"
-    assert fresh.calibration.bias[1].item() == pytest.approx(torch.logit(prevalence).item(), rel=1e-5)
+    labels = pd.concat(pd.read_parquet(f) for f in sorted(paths["labels"].iterdir()))
+    split = pd.read_parquet(paths["split"])
+    train_keys = set(split.key[split.split == "train"])
+    prevalence = labels[labels.key.isin(train_keys)]["concept__northern"].mean()  # NaN (not measured) skipped
+    assert fresh.calibration.bias[1].item() == pytest.approx(math.log(prevalence / (1 - prevalence)), rel=1e-5)
     assert fresh.calibration.bias[3].item() == 0.0  # text-only concept: no labels, no prior
     main(args)
     model = load_model(tmp_path / "run/final.safetensors")

@@ -41,13 +41,24 @@ def default_contrastive_space(variant: str) -> str:
 
 @dataclass
 class ModelOutput:
-    """What one training forward pass returns (B images, M = B + queue locations)."""
+    """What one training forward pass returns (B images, M = B + queue locations).
 
-    logits: torch.Tensor  # (B, M) scaled similarities, positives on the diagonal
+    The similarities are left to the loss (`geoconcept.model.losses`): under DDP it gathers the
+    other processes' batch locations between `queries` and `keys`.
+    """
+
+    queries: torch.Tensor  # (B, d) L2-normalised image vectors in the contrastive space
+    keys: torch.Tensor  # (M, d) L2-normalised location vectors: the batch's own B first, then negatives
+    scale: torch.Tensor  # () logit scale, exp(logit_scale)
     z_img: torch.Tensor | None = None  # (B, k)
     z_loc: torch.Tensor | None = None  # (B, k), the batch's own locations
     label_logits_img: torch.Tensor | None = None  # (B, k), supervised variant only
     label_logits_loc: torch.Tensor | None = None
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """(B, M) scaled similarities of this batch alone, positives on the diagonal."""
+        return self.scale * self.queries @ self.keys.T
 
 
 class GeoConceptModel(nn.Module):
@@ -95,16 +106,15 @@ class GeoConceptModel(nn.Module):
         x_loc = F.normalize(self.location_encoder(latlon), dim=1)
         scale = self.logit_scale.exp()
         if self.concepts is None:
-            return ModelOutput(logits=scale * x_img @ x_loc.T)
+            return ModelOutput(queries=x_img, keys=x_loc, scale=scale)
         z_img = self.concepts.image_scores(x_img)
         if self.contrastive_space == "concept":
             z_loc_all = self.concepts.location_scores(x_loc)
-            logits = scale * F.normalize(z_img, dim=1) @ F.normalize(z_loc_all, dim=1).T
             z_loc = z_loc_all[:batch]
+            out = ModelOutput(F.normalize(z_img, dim=1), F.normalize(z_loc_all, dim=1), scale, z_img, z_loc)
         else:
-            logits = scale * x_img @ x_loc.T
             z_loc = self.concepts.location_scores(x_loc[:batch])
-        out = ModelOutput(logits=logits, z_img=z_img, z_loc=z_loc)
+            out = ModelOutput(x_img, x_loc, scale, z_img, z_loc)
         if self.calibration is not None:
             out.label_logits_img = self.calibration(z_img)
             out.label_logits_loc = self.calibration(z_loc)

@@ -1,6 +1,6 @@
 """Training inputs: cached features + coordinates, concept labels, the split, the concept embeddings.
 
-Everything is read in bulk and checked against each other before a single step runs:
+All inputs are checked against each other before a single step runs, one shard at a time:
 
 * feature folder i and label folder i pair their files by shard name, and each pair must hold the
   same sample keys (the error names both files and some differing keys);
@@ -9,11 +9,23 @@ Everything is read in bulk and checked against each other before a single step r
   bank changed after the embeddings were built); bank concepts without a column are text-only
   and stay NaN (= not measured), as do missing values: the supervised loss masks them out;
 * if a bank YAML is configured, its sha256 must equal the embeddings' `bank_sha256`.
+
+Memory does not grow with the dataset's features: the training split is kept as a list of shards
+with their train rows and only the coordinates (8 bytes a sample) in RAM; `TrainSplit.batches`
+reads the features (and labels) shard by shard (safetensors maps the file) while it trains. The
+order of an epoch (`epoch_order`) is a function of (seed, epoch) and the shard sizes: shards in a
+seeded order, then the rows of each window of consecutive shards holding `shuffle_buffer` samples
+shuffled together, like a streaming loader's shard shuffle + shuffle buffer, but computed from row
+counts alone, so a resumed run finds its place without reading what came before. The validation
+split is small and stays in RAM.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +41,7 @@ from geoconcept.train.params import TrainConfig
 
 LABEL_PREFIX = "concept__"
 SPLITS = ("train", "val", "test")
+_TAKEN = -1  # split code of a key already seen in an earlier feature file
 
 
 @dataclass(frozen=True)
@@ -43,8 +56,91 @@ class Samples:
 
 
 @dataclass(frozen=True)
+class TrainShard:
+    features: Path
+    labels: Path | None
+    rows: np.ndarray  # the file's training rows, ascending
+
+
+@dataclass(frozen=True)
+class Batch:
+    ids: torch.Tensor  # (B,) the global batch: indices into TrainSplit.latlon
+    features: torch.Tensor  # (B / world, D) float32, this process's slice of the batch
+    labels: torch.Tensor | None  # (B / world, k)
+
+
+@dataclass(frozen=True)
+class TrainSplit:
+    shards: list[TrainShard]
+    latlon: torch.Tensor  # (N, 2) float32 degrees, every training sample in shard order
+    concept_ids: list[str]  # the label columns to read, in model order ([] = no labels)
+    prevalence: torch.Tensor | None  # (k,) mean of each concept's measured labels (NaN: never measured)
+
+    def __len__(self) -> int:
+        return len(self.latlon)
+
+    @functools.cached_property
+    def offsets(self) -> np.ndarray:
+        """offsets[s] = index of shard s's first sample; offsets[-1] = N."""
+        return np.concatenate([[0], np.cumsum([len(s.rows) for s in self.shards])]).astype(np.int64)
+
+    def batches(
+        self, *, seed: int, epoch: int, batch_size: int, buffer: int, start: int = 0, rank: int = 0, world: int = 1
+    ) -> Iterator[Batch]:
+        """The epoch's full batches from step `start` on; every process computes the same global
+        batch and reads only its own slice's features, one window of shards at a time."""
+        order, window_ends = epoch_order(seed, epoch, tuple(np.diff(self.offsets).tolist()), buffer)
+        steps, width = len(order) // batch_size, batch_size // world
+        # positions of the order this process reads, in the order it reads them
+        mine = torch.arange(steps * batch_size).view(steps, batch_size)[:, rank * width : (rank + 1) * width]
+        mine = mine.reshape(-1)
+        ends = torch.searchsorted(mine, torch.tensor(window_ends)).tolist()
+        lo = hi = start * width  # the rows in memory are those of `mine[lo:hi]`
+        features, labels = torch.empty(0, 0), None
+        for step in range(start, steps):
+            first, last = step * width, (step + 1) * width
+            if last > hi:  # read the next window(s); rows of the current one not used yet stay in front
+                end = hi
+                while end < last:
+                    end = next(e for e in ends if e > end)
+                kept_labels = labels[first - lo :] if labels is not None else None
+                features, labels = self._read(order[mine[hi:end]], features[first - lo :], kept_labels)
+                lo, hi = first, end
+            yield Batch(
+                ids=order[step * batch_size : (step + 1) * batch_size],
+                features=features[first - lo : last - lo],
+                labels=labels[first - lo : last - lo] if labels is not None else None,
+            )
+
+    def _read(
+        self, ids: torch.Tensor, head: torch.Tensor, head_labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`head` (rows still to use, and their labels) followed by the features (and labels) of
+        the samples `ids`, in one new buffer, reading each shard once."""
+        shard_of = np.searchsorted(self.offsets, ids.numpy(), side="right") - 1
+        n = len(head) + len(ids)
+        features = torch.empty(0)
+        labels = torch.full((n, len(self.concept_ids)), float("nan")) if self.concept_ids else None
+        if labels is not None and head_labels is not None:
+            labels[: len(head)] = head_labels
+        for s in np.unique(shard_of):
+            where = torch.from_numpy(np.flatnonzero(shard_of == s) + len(head))
+            shard = self.shards[s]
+            rows = torch.from_numpy(shard.rows[ids[where - len(head)].numpy() - self.offsets[s]])
+            read = read_feature_shard(shard.features)
+            if features.numel() == 0:
+                features = torch.empty(n, read.features.shape[1])
+                if len(head):
+                    features[: len(head)] = head
+            features[where] = read.features[rows].float()  # stored features may be fp16
+            if labels is not None and shard.labels is not None:
+                labels[where] = torch.from_numpy(_read_labels(shard.labels, read, self.concept_ids))[rows]
+        return features, labels
+
+
+@dataclass(frozen=True)
 class TrainingData:
-    train: Samples
+    train: TrainSplit
     val: Samples
     feature_dim: int
     backbone: str  # feature tag, e.g. "ViT-S-32-alt__none"
@@ -52,21 +148,33 @@ class TrainingData:
     backbone_warning: str | None
     concepts: ConceptEmbeddings | None
     labelled_concepts: list[str]  # bank concepts with a label column
+    # sha256 of everything a run learns from: the feature, label and split files' bytes and the
+    # concept embeddings. Two runs with the same config and the same fingerprint are the same run.
+    fingerprint: str
 
 
-def fingerprint(data: TrainingData) -> str:
-    """sha256 of everything a run learns from: the train and val samples (keys, features,
-    coordinates, labels, in order) and the concept embeddings. Two runs with the same config and
-    the same fingerprint are the same run."""
-    h = hashlib.sha256()
-    for samples in (data.train, data.val):
-        h.update("\n".join(samples.keys).encode())
-        for tensor in (samples.features, samples.latlon, samples.labels):
-            if tensor is not None:
-                h.update(tensor.contiguous().numpy().tobytes())
-    if data.concepts is not None:
-        h.update(data.concepts.embeddings.contiguous().numpy().tobytes())
-    return h.hexdigest()
+@functools.lru_cache(maxsize=2)
+def epoch_order(seed: int, epoch: int, counts: tuple[int, ...], buffer: int) -> tuple[torch.Tensor, list[int]]:
+    """The sample order of one epoch (module docstring) and where each shuffle window ends in it.
+
+    Samples are numbered shard after shard (`counts` samples each). A function of its arguments
+    only, so a resumed run finds it again; with `buffer` >= the number of samples it is one
+    permutation of the whole split.
+    """
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    generator = torch.Generator().manual_seed(int(state))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    windows, ends, window, size = [], [], [], 0
+    shard_order = torch.randperm(len(counts), generator=generator).tolist()
+    for i, s in enumerate(shard_order):
+        window.append(torch.arange(offsets[s], offsets[s + 1]))
+        size += counts[s]
+        if size >= buffer or i == len(shard_order) - 1:
+            rows = torch.cat(window)
+            windows.append(rows[torch.randperm(len(rows), generator=generator)])
+            ends.append((ends[-1] if ends else 0) + len(rows))
+            window, size = [], 0
+    return (torch.cat(windows) if windows else torch.empty(0, dtype=torch.long)), ends
 
 
 def check_bank(embeddings: ConceptEmbeddings, bank_path: str | Path) -> None:
@@ -127,25 +235,50 @@ def _read_labels(path: Path, features: FeatureShard, concept_ids: list[str]) -> 
     return labels
 
 
-def _read_split(path: Path) -> dict[str, str]:
+def _read_split(path: Path) -> dict[str, int]:
+    """key → index into SPLITS (small ints: 2M keys cost ~200 MB here, and only while loading)."""
     try:
         table = pq.read_table(path, columns=["key", "split"])
     except FileNotFoundError:
         raise InputError(f"split file {path} not found") from None
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"split file {path} must be Parquet with columns key, split ({exc})") from None
-    keys = [str(k) for k in table.column("key").to_pylist()]
-    splits = [str(s) for s in table.column("split").to_pylist()]
-    unknown = sorted(set(splits) - set(SPLITS))
+    encoded = table.column("split").combine_chunks().dictionary_encode()
+    names = [str(s) for s in encoded.dictionary.to_pylist()]
+    unknown = sorted(set(names) - set(SPLITS))
     if unknown:
         raise InputError(f"split file {path} has unknown split values {unknown} (expected {', '.join(SPLITS)})")
-    mapping = dict(zip(keys, splits, strict=True))
+    codes = np.array([SPLITS.index(n) for n in names])[encoded.indices.to_numpy(zero_copy_only=False)]
+    keys = table.column("key").to_pylist()
+    mapping = dict(zip(map(str, keys), codes.tolist(), strict=True))
     if len(mapping) != len(keys):
         raise InputError(f"split file {path} lists some keys more than once")
     return mapping
 
 
+def _backbone_identity(shard: FeatureShard) -> tuple[str, ...]:
+    """What must agree between feature files (a file from before `precision` was recorded is fp32)."""
+    meta = shard.metadata
+    return meta["model"], meta["pretrained"], meta["dim"], meta["normalized"], meta.get("precision", "fp32")
+
+
+def _split_codes(shard: FeatureShard, split: dict[str, int], split_path: str) -> np.ndarray:
+    """Each row's split (index into SPLITS); marks the keys as seen, so a key in two files is an error."""
+    codes = np.array([split.get(k, -2) for k in shard.keys], dtype=np.int64)
+    missing = [k for k, c in zip(shard.keys, codes, strict=True) if c == -2]
+    if missing:
+        raise InputError(
+            f"{len(missing)} samples of {shard.path} are not in the split file {split_path} (e.g. {missing[:3]})"
+        )
+    if (codes == _TAKEN).any():
+        raise InputError("the same sample key appears in more than one feature file")
+    for k in shard.keys:
+        split[k] = _TAKEN
+    return codes
+
+
 def load_training_data(config: TrainConfig) -> TrainingData:
+    """Check every input and keep what training needs (module docstring), one feature file at a time."""
     concepts = None
     if config.concept_embeddings is not None and config.variant != "geoclip":
         concepts = load_concept_embeddings(config.concept_embeddings)
@@ -154,14 +287,15 @@ def load_training_data(config: TrainConfig) -> TrainingData:
     concept_ids = concepts.info.concept_ids if concepts else []
     use_labels = bool(config.labels) and concepts is not None
     split = _read_split(Path(config.split))
+    digest = hashlib.sha256(file_sha256(config.split).encode())
+    if concepts is not None:
+        digest.update(concepts.embeddings.contiguous().numpy().tobytes())
 
-    keys: list[str] = []
-    feats: list[torch.Tensor] = []
+    shards: list[TrainShard] = []
     coords: list[torch.Tensor] = []
-    labels: list[np.ndarray] = []
-    identity: tuple[str, str, str, str] | None = None
-    first: Path | None = None
-    backbone, warning, spec = "", None, {}
+    known_sum, known_count = np.zeros(len(concept_ids)), np.zeros(len(concept_ids))
+    val: list[Samples] = []
+    first: FeatureShard | None = None
     labelled: set[str] = set()
     for i, folder in enumerate(config.features):
         files = feature_files(folder)
@@ -169,63 +303,62 @@ def load_training_data(config: TrainConfig) -> TrainingData:
             raise InputError(f"no feature files (shard-*.safetensors) in {folder}")
         for path in files:
             shard = read_feature_shard(path)
-            this = (
-                shard.metadata["model"],
-                shard.metadata["pretrained"],
-                shard.metadata["dim"],
-                shard.metadata["normalized"],
-            )
-            if identity is None:
-                identity, first = this, path
-                backbone = shard.metadata["backbone_tag"]
-                spec = {
-                    k: shard.metadata.get(f, "")
-                    for k, f in [("model", "model"), ("pretrained", "pretrained"), ("seed", "backbone_seed")]
-                }
-                warning = shard.metadata.get("warning") or None
-            elif this != identity:
+            if first is None:  # its metadata, not its features
+                first = dataclasses.replace(shard, features=torch.empty(0, shard.features.shape[1]))
+            elif _backbone_identity(shard) != _backbone_identity(first):
                 raise InputError(
-                    f"feature files come from different backbones: {first} has (model, pretrained, dim, normalized) "
-                    f"= {identity}, {path} has {this}"
+                    f"feature files come from different backbones: {first.path} has (model, pretrained, dim, "
+                    f"normalized, precision) = {_backbone_identity(first)}, {path} has {_backbone_identity(shard)}"
                 )
-            missing = [k for k in shard.keys if k not in split]
-            if missing:
-                raise InputError(
-                    f"{len(missing)} samples of {path} are not in the split file {config.split} (e.g. {missing[:3]})"
-                )
+            codes = _split_codes(shard, split, config.split)
+            digest.update(f"{path.name} {file_sha256(path)}\n".encode())
+            label_path, labels = None, None
             if use_labels:
                 label_path = Path(config.labels[i]) / (path.name.removesuffix(".safetensors") + ".parquet")
                 if not label_path.exists():
                     raise InputError(f"no labels for features {path}: expected {label_path}")
-                labels.append(_read_labels(label_path, shard, concept_ids))
+                labels = _read_labels(label_path, shard, concept_ids)
                 names = pq.read_schema(label_path).names
                 labelled |= {c.removeprefix(LABEL_PREFIX) for c in names if c.startswith(LABEL_PREFIX)}
-            keys += shard.keys
-            feats.append(shard.features)
-            coords.append(shard.latlon.float())
-    if len(set(keys)) != len(keys):
-        raise InputError("the same sample key appears in more than one feature file")
-    all_features = torch.cat(feats)
-    all_latlon = torch.cat(coords)
-    all_labels = torch.from_numpy(np.concatenate(labels)) if use_labels else None
-
-    def subset(name: str) -> Samples:
-        idx = [j for j, k in enumerate(keys) if split[k] == name]
-        index = torch.tensor(idx, dtype=torch.long)
-        return Samples(
-            keys=[keys[j] for j in idx],
-            features=all_features[index],
-            latlon=all_latlon[index],
-            labels=all_labels[index] if all_labels is not None else None,
-        )
-
+                digest.update(f"{label_path.name} {file_sha256(label_path)}\n".encode())
+            rows = np.flatnonzero(codes == SPLITS.index("train"))
+            if len(rows):
+                shards.append(TrainShard(path, label_path, rows))
+                coords.append(shard.latlon[rows].float())
+                if labels is not None:
+                    known_sum += np.nansum(labels[rows], axis=0)
+                    known_count += (~np.isnan(labels[rows])).sum(axis=0)
+            v = np.flatnonzero(codes == SPLITS.index("val"))
+            val.append(
+                Samples(
+                    [shard.keys[j] for j in v],
+                    shard.features[v].float(),
+                    shard.latlon[v].float(),
+                    torch.from_numpy(labels[v]) if labels is not None else None,
+                )
+            )
+    assert first is not None  # config.features is never empty (params)
+    dim = int(first.features.shape[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prevalence = torch.from_numpy(known_sum / known_count).float() if use_labels else None
     return TrainingData(
-        train=subset("train"),
-        val=subset("val"),
-        feature_dim=int(all_features.shape[1]),
-        backbone=backbone,
-        backbone_spec=spec,
-        backbone_warning=warning,
+        train=TrainSplit(
+            shards, torch.cat(coords) if coords else torch.empty(0, 2), concept_ids if use_labels else [], prevalence
+        ),
+        val=Samples(
+            keys=[k for v in val for k in v.keys],
+            features=torch.cat([v.features for v in val]) if val else torch.empty(0, dim),
+            latlon=torch.cat([v.latlon for v in val]),
+            labels=torch.cat([v.labels for v in val]) if use_labels else None,  # type: ignore[misc]
+        ),
+        feature_dim=dim,
+        backbone=first.metadata["backbone_tag"],
+        backbone_spec={
+            k: first.metadata.get(f, "")
+            for k, f in [("model", "model"), ("pretrained", "pretrained"), ("seed", "backbone_seed")]
+        },
+        backbone_warning=first.metadata.get("warning") or None,
         concepts=concepts,
         labelled_concepts=[c for c in concept_ids if c in labelled],
+        fingerprint=digest.hexdigest(),
     )

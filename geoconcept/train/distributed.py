@@ -1,9 +1,12 @@
 """torchrun / DDP support: one process per device, gloo on CPU, NCCL on GPUs.
 
 Launched by `torchrun --nproc_per_node N -m geoconcept.train ...`, each process reads RANK,
-WORLD_SIZE and LOCAL_RANK from the environment. Every rank loads the same cached features and
-draws the same global batch (same seed), takes its slice, and pushes the whole global batch into
-its GPS queue, so the queues stay identical without communication; DDP averages gradients.
+WORLD_SIZE and LOCAL_RANK from the environment. Every rank computes the same global batch order
+(same seed, from row counts alone) and reads the features of its own slice only; it pushes the
+whole global batch into its GPS queue, so the queues stay identical without communication. The
+losses gather the other ranks' batch locations and concept vectors with gradients and are scaled
+so that DDP's averaged gradient is the single-process gradient over the global batch (see
+geoconcept.model.losses): N processes at batch B/N train the same model as one at batch B.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from geoconcept.model.losses import Ranks
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,10 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def ranks(self) -> Ranks:
+        return Ranks(self.rank, self.world_size)
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:

@@ -20,17 +20,15 @@ metrics line), "checkpoint" ({"step", "path"}), "val" (validation metrics) and "
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
@@ -51,7 +49,7 @@ from geoconcept.model.location_encoder import LocationEncoder
 from geoconcept.model.losses import concept_divergence, masked_bce, training_losses
 from geoconcept.model.queue import GPSQueue
 from geoconcept.train import distributed
-from geoconcept.train.data import Samples, TrainingData, fingerprint, load_training_data
+from geoconcept.train.data import Batch, Samples, TrainingData, load_training_data
 from geoconcept.train.params import RUN_IDENTITY, TrainConfig, config_yaml, parse_args
 
 EventHandler = Callable[[str, dict[str, Any]], None]
@@ -74,13 +72,6 @@ class TrainResult:
 def main(argv: Sequence[str] | None = None, on_event: EventHandler | None = None) -> int:
     train(parse_args(argv), on_event)
     return 0
-
-
-@functools.lru_cache(maxsize=2)
-def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
-    """The sample order of one epoch: a function of (seed, epoch) only, so a resumed run finds it again."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
-    return torch.randperm(n, generator=torch.Generator().manual_seed(int(state)))
 
 
 def jitter(latlon: torch.Tensor, km: float, generator: torch.Generator) -> torch.Tensor:
@@ -124,10 +115,10 @@ def build_model(config: TrainConfig, data: TrainingData) -> GeoConceptModel:
         with torch.no_grad():
             basis = concept_text_basis(data.concepts.embeddings, model.dim, center=config.center_concepts)
             model.concepts.text_basis.copy_(basis.T)
-    if model.calibration is not None and data.train.labels is not None:
+    if model.calibration is not None and data.train.prevalence is not None:
         # Start each concept's logit at its prevalence among the training points (the usual prior
         # init): most concepts are rare, and a bias learned from 0 at a small lr takes thousands of steps.
-        prevalence = torch.nanmean(data.train.labels, dim=0).clamp(1e-3, 1 - 1e-3)
+        prevalence = data.train.prevalence.clamp(1e-3, 1 - 1e-3)
         with torch.no_grad():
             model.calibration.bias.copy_(torch.nan_to_num(torch.logit(prevalence), nan=0.0))
     model.logit_scale.requires_grad_(config.learn_temperature)
@@ -265,7 +256,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, on_event: EventHandl
         atomic.remove_stale_temps(run, RUN_FILES)
         stale = {p.name.split(atomic.TEMP_MARKER)[0] for p in run.glob(f"checkpoints/step-*{atomic.TEMP_MARKER}*")}
         atomic.remove_stale_temps(run / "checkpoints", stale)
-    data_sha256 = fingerprint(data)
+    data_sha256 = data.fingerprint
     if config.resume and last.exists() and _check_same_run(run, config, data_sha256):
         state, _ = load_training_state(last, model=model, optimizer=optimizer, queue=queue, noise=noise)
         metrics = [
@@ -278,7 +269,6 @@ def _train(config: TrainConfig, info: distributed.DistInfo, on_event: EventHandl
         atomic.write_text(run / DATA_FINGERPRINT, data_sha256 + "\n")
     distributed.barrier(info)
 
-    labels = data.train.labels
     bank_sha = data.concepts.info.bank_sha256 if data.concepts else None
     model_meta = {
         "config": config.to_dict(),
@@ -291,15 +281,26 @@ def _train(config: TrainConfig, info: distributed.DistInfo, on_event: EventHandl
     sums = dict(state.log_sums)
     clock, seen = time.perf_counter(), 0
     bar = tqdm(total=total, initial=state.step, disable=not (config.progress and info.is_main), file=sys.stderr)
+    batches: Iterator[Batch] | None = None
     for step in range(state.step, total):
         epoch, pos = divmod(step, steps_per_epoch)
-        index = epoch_order(config.seed, epoch, n)[pos * batch : (pos + 1) * batch]
-        latlon = data.train.latlon[index]
+        if batches is None or pos == 0:
+            batches = data.train.batches(
+                seed=config.seed,
+                epoch=epoch,
+                batch_size=batch,
+                buffer=config.shuffle_buffer,
+                start=pos,
+                rank=info.rank,
+                world=info.world_size,
+            )
+        item = next(batches)
+        # Every process draws the same global batch and jitter, and pushes all of it into its queue.
+        latlon = data.train.latlon[item.ids]
         if config.gps_noise_km > 0:
             latlon = jitter(latlon, config.gps_noise_km, noise)
-        mine = index.tensor_split(info.world_size)[info.rank]
         my_latlon = latlon.tensor_split(info.world_size)[info.rank]
-        features = data.train.features[mine].to(info.device)
+        features = item.features.to(info.device)
         candidates = torch.cat([my_latlon.to(info.device), queue.entries()])
         lr = learning_rate(config, step, steps_per_epoch, total)
         for group in optimizer.param_groups:
@@ -308,11 +309,12 @@ def _train(config: TrainConfig, info: distributed.DistInfo, on_event: EventHandl
         out = ddp(features, candidates)
         terms = training_losses(
             out,
-            labels[mine].to(info.device) if labels is not None else None,
+            item.labels.to(info.device) if item.labels is not None else None,
             lambda_concept=config.lambda_concept,
             sigma=config.sigma,
             concept_loss=config.concept_loss,
             supervised_weight=config.supervised_weight,
+            ranks=info.ranks,
         )
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
@@ -323,7 +325,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo, on_event: EventHandl
         for name, value in terms.as_floats().items():
             sums[name] = sums.get(name, 0.0) + value
         sums["n"] = sums.get("n", 0.0) + 1
-        seen += len(index)
+        seen += len(item.ids)
         done = step + 1
         bar.update(1)
         if done % config.log_interval == 0 or done == total:

@@ -72,6 +72,10 @@ class TrainConfig:
     warmup_steps: int = 0
     weight_decay: float = 1e-6
     queue_size: int = 4096
+    # Samples shuffled together in memory (whole shards; see geoconcept.train.data): the order's
+    # randomness vs RAM (768-d features: 3 KB a sample, so 65536 ≈ 200 MB). >= the training split:
+    # one permutation of all of it.
+    shuffle_buffer: int = 65536
     # bookkeeping
     log_interval: int = 10
     checkpoint_interval: int = 500
@@ -98,6 +102,7 @@ RUN_IDENTITY = (
     "location_init", "image_head_init", "center_concepts", "temperature_init", "learn_temperature",
     "lambda_concept", "sigma", "concept_loss", "supervised_weight", "gps_noise_km", "seed", "epochs", "steps",
     "batch_size", "lr", "lr_schedule", "lr_gamma", "warmup_steps", "weight_decay", "queue_size",
+    "shuffle_buffer",
 )  # fmt: skip
 
 
@@ -200,7 +205,7 @@ def build_config(entries: list[tuple[str, Any, str, Path]]) -> TrainConfig:
 
 def check(config: TrainConfig) -> None:
     """Rules that involve more than one key, or value ranges."""
-    positive = ["epochs", "batch_size", "log_interval", "checkpoint_interval", "val_batch_size"]
+    positive = ["epochs", "batch_size", "log_interval", "checkpoint_interval", "val_batch_size", "shuffle_buffer"]
     for key in positive:
         if getattr(config, key) < 1:
             raise ConfigError(f"config key {key!r} must be >= 1, got {getattr(config, key)}")
