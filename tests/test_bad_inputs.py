@@ -1,12 +1,14 @@
 """Bad inputs to every CLI command: exit 2, one line on stderr naming the problem, no traceback,
 nothing written under a final name (issue 13).
 
-Each command has a table of (argument template, what the error line must name). Templates are
-filled from `inputs` (good files built once per module: a run folder, its gallery, features,
-points, an ingest table) and from `bad` (a fresh set of bad files in the test's own folder:
-missing, empty, a directory, random bytes, truncated, YAML with unknown keys, wrong types or
-python tags). The CLI runs in-process (`geoconcept.cli.main`); a few cases at the end run the
-real `geoconcept` process to show no traceback reaches a terminal.
+Each command has a table (`TABLES`) of cases: an argument template, what the error line must
+name, and the output that must not exist afterwards. Templates are filled from `inputs` (good
+files built once per module: a run folder, its gallery, features, points, an ingest table and its
+shards) and from `write_bad_files` (a fresh set in the test's own folder: missing, empty, a
+directory, random bytes, truncated files, a decompression bomb, NaN/±inf/out-of-range/1e308
+coordinates, YAML with unknown keys, wrong types or python tags). The CLI runs in-process
+(`geoconcept.cli.main`); a few cases at the end run the real process, to show that no traceback
+reaches a terminal. Ingest's bad RECORDS are quarantined with exit 0 (its documented behaviour).
 """
 
 from __future__ import annotations
@@ -162,24 +164,14 @@ def check_refused(capsys, inputs: dict[str, Path], tmp: Path, bad_case: Case) ->
     assert snapshot(tmp) == before  # no partial output, nothing created (no `pwned` either)
 
 
-def table(cases: dict[str, Case]):
-    return pytest.mark.parametrize("bad_case", list(cases.values()), ids=list(cases))
-
-
-def any_command_cases() -> dict[str, Case]:
-    return {
-        "no-command": case("label", "the following arguments are required"),
-        "unknown-option": case("layers --colour red", "unrecognized arguments: --colour"),
-        "int-not-a-number": case("layers --width wide", "--width"),
-        "int-1e308": case("label --points {points} --out {tmp}/o.parquet --chunk-rows 1e308", "--chunk-rows"),
-        "int-nan": case("predict {image} --checkpoint {run} --top-k nan", "--top-k"),
-        "choice": case("gallery --checkpoint {run} --out {tmp}/g --gpu maybe", "--gpu"),
-    }
-
-
-@table(any_command_cases())
-def test_argparse_errors_are_one_line(capsys, inputs, tmp_path, bad_case):
-    check_refused(capsys, inputs, tmp_path, bad_case)
+ARGPARSE = {  # the parser's own errors, for any command
+    "no-command": case("label", "the following arguments are required"),
+    "unknown-option": case("layers --colour red", "unrecognized arguments: --colour"),
+    "int-not-a-number": case("layers --width wide", "--width"),
+    "int-1e308": case("label --points {points} --out {tmp}/o.parquet --chunk-rows 1e308", "--chunk-rows"),
+    "int-nan": case("predict {image} --checkpoint {run} --top-k nan", "--top-k"),
+    "choice": case("gallery --checkpoint {run} --out {tmp}/g --gpu maybe", "--gpu"),
+}
 
 
 SAMPLE = {
@@ -190,11 +182,6 @@ SAMPLE = {
     "out-is-a-file": case("sample --out {file} --n-train 1 --n-test 0", "{file}"),
     "out-under-a-file": case("sample --out {file}/s --n-train 1 --n-test 0", "{file}"),
 }
-
-
-@table(SAMPLE)
-def test_sample(capsys, inputs, tmp_path, bad_case):
-    check_refused(capsys, inputs, tmp_path, bad_case)
 
 
 _INGEST = "ingest --csv {table} --images {images} --out {tmp}/out --no-progress"
@@ -215,11 +202,6 @@ INGEST = {
     "zero-max-pixels": case(_INGEST + " --max-pixels 0", "max_pixels"),
     "zero-workers": case(_INGEST + " --workers 0", "workers"),
 }
-
-
-@table(INGEST)
-def test_ingest_arguments(capsys, inputs, tmp_path, bad_case):
-    check_refused(capsys, inputs, tmp_path, bad_case)
 
 
 def test_ingest_quarantines_bad_records_and_exits_zero(tmp_path, capsys):
@@ -271,11 +253,6 @@ LABEL = {
 }
 
 
-@table(LABEL)
-def test_label(capsys, inputs, tmp_path, bad_case):
-    check_refused(capsys, inputs, tmp_path, bad_case)
-
-
 CONCEPTS = {
     "no-action": case("concepts", "ACTION"),
     "bank-missing": case("concepts list --bank {missing}", "{missing}"),
@@ -292,11 +269,6 @@ CONCEPTS = {
 }
 
 
-@table(CONCEPTS)
-def test_concepts(capsys, inputs, tmp_path, bad_case):
-    check_refused(capsys, inputs, tmp_path, bad_case)
-
-
 LAYERS = {
     "maps-is-a-file": case("layers --maps {file} --no-progress", "{file}"),
     "maps-under-a-file": case("layers --maps {file}/maps --no-progress", "{file}"),
@@ -309,11 +281,6 @@ LAYERS = {
     "config-unknown-key": case("layers --layers {layers_unknown_key}", "bogus"),
     "config-wrong-type": case("layers --layers {layers_wrong_type}", "{layers_wrong_type}"),
 }
-
-
-@table(LAYERS)
-def test_layers(capsys, inputs, tmp_path, bad_case):
-    check_refused(capsys, inputs, tmp_path, bad_case)
 
 
 FEATURES = {
@@ -332,11 +299,6 @@ FEATURES = {
 }
 
 
-@table(FEATURES)
-def test_features(capsys, inputs, tmp_path, bad_case):
-    check_refused(capsys, inputs, tmp_path, bad_case)
-
-
 _TRAIN = "train --set features={features} --set split={split} --set output={tmp}/run --set variant=geoclip"
 TRAIN = {
     "config-missing": case("train --config {missing}", "{missing}", "{tmp}/run"),
@@ -353,11 +315,6 @@ TRAIN = {
     "features-missing": case(_TRAIN + " --set features={missing}", "{missing}", "{tmp}/run"),
     "split-random-bytes": case(_TRAIN + " --set split={random}", "{random}", "{tmp}/run"),
 }
-
-
-@table(TRAIN)
-def test_train(capsys, inputs, tmp_path, bad_case):
-    check_refused(capsys, inputs, tmp_path, bad_case)
 
 
 _GALLERY = "gallery --checkpoint {run} --out {tmp}/g"
@@ -382,11 +339,6 @@ GALLERY = {
     "features-empty-folder": case(_GALLERY + " --from-features {folder}", "{folder}", "{tmp}/g"),
     "out-is-a-file": case("gallery --checkpoint {run} --out {file} --coords {coords}", "{file}"),
 }
-
-
-@table(GALLERY)
-def test_gallery(capsys, inputs, tmp_path, bad_case):
-    check_refused(capsys, inputs, tmp_path, bad_case)
 
 
 def test_gallery_takes_a_run_folder_like_predict_and_evaluate(capsys, inputs, tmp_path):
@@ -417,11 +369,6 @@ PREDICT = {
 }
 
 
-@table(PREDICT)
-def test_predict(capsys, inputs, tmp_path, bad_case):
-    check_refused(capsys, inputs, tmp_path, bad_case)
-
-
 _EVAL = "evaluate --checkpoint {run} --gallery {gallery} --features {features} --out {tmp}/report --no-progress"
 EVALUATE = {
     "config-missing": case("evaluate --config {missing}", "{missing}"),
@@ -449,11 +396,6 @@ EVALUATE = {
 }
 
 
-@table(EVALUATE)
-def test_evaluate(capsys, inputs, tmp_path, bad_case):
-    check_refused(capsys, inputs, tmp_path, bad_case)
-
-
 _QUERY = "query beach --checkpoint {run}"
 QUERY = {
     "empty-query": case("query '' --checkpoint {run}", "empty"),
@@ -470,19 +412,25 @@ QUERY = {
 }
 
 
-@table(QUERY)
-def test_query(capsys, inputs, tmp_path, bad_case):
-    check_refused(capsys, inputs, tmp_path, bad_case)
+TABLES = {"sample": SAMPLE, "ingest": INGEST, "label": LABEL, "concepts": CONCEPTS, "layers": LAYERS}
+TABLES |= {"features": FEATURES, "train": TRAIN, "gallery": GALLERY, "predict": PREDICT, "evaluate": EVALUATE}
+TABLES |= {"query": QUERY}
 
 
 def test_every_command_has_a_table():
     from geoconcept.cli import COMMANDS
 
-    tables = {"sample": SAMPLE, "ingest": INGEST, "label": LABEL, "concepts": CONCEPTS, "layers": LAYERS}
-    tables |= {"features": FEATURES, "train": TRAIN, "gallery": GALLERY, "predict": PREDICT, "evaluate": EVALUATE}
-    tables |= {"query": QUERY}
-    assert set(tables) == set(COMMANDS)
-    assert all(len(cases) >= 3 for cases in tables.values())
+    assert set(TABLES) == set(COMMANDS)
+    assert all(len(cases) >= 3 for cases in TABLES.values())
+
+
+@pytest.mark.parametrize(
+    "bad_case",
+    [c for cases in (ARGPARSE, *TABLES.values()) for c in cases.values()],
+    ids=[f"{name}-{i}" for name, cases in ({"argparse": ARGPARSE} | TABLES).items() for i in cases],
+)
+def test_bad_input_is_refused(capsys, inputs, tmp_path, bad_case):
+    check_refused(capsys, inputs, tmp_path, bad_case)
 
 
 # In a real process: what a terminal shows ------------------------------------------------------
