@@ -101,12 +101,19 @@ class ConceptResource(ConfigurableResource):
 class FeatureResource(ConfigurableResource):
     """The frozen image backbone. The demo default is a small open_clip model with random weights
     (no pretrained weights can be had offline); real runs use GeoCLIP's ViT-L-14 with `openai`
-    weights, or a local checkpoint file."""
+    weights, or a local checkpoint file, on `device: cuda` (each partition's step on one GPU; the
+    executors run partitions in parallel). Empty/None settings take the device's defaults:
+    `precision` bf16 on CUDA, fp32 on CPU (part of the feature cache's identity); `batch_size` 256
+    on CUDA, 32 on CPU; `workers` (decode processes) the available cores - 1. `compile` runs
+    torch.compile (pays off on long GPU runs only)."""
 
     model: str = "ViT-S-32-alt"
     pretrained: str = ""
-    batch_size: int = 64
+    batch_size: int | None = None
     device: str = "cpu"
+    precision: str = ""
+    compile: bool = False
+    workers: int | None = None
 
 
 class TrainingResource(ConfigurableResource):
