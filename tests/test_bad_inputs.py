@@ -58,6 +58,9 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     run = root / "run"
     save_checkpoint(run / "final.safetensors", "concept", seed=0, feature_dim=256, backbone_spec=DEMO_BACKBONE)
     gallery.build_gallery(coords(60), load_model(run / "final.safetensors"), root / "gallery", use_gpu=False)
+    # a checkpoint that fits write_dataset's 16-d features, so that evaluate gets past its input checks
+    save_checkpoint(root / "run16" / "final.safetensors", "concept", seed=0)
+    gallery.build_gallery(coords(60), load_model(root / "run16"), root / "gallery16", use_gpu=False)
     (root / "image.jpg").write_bytes(jpeg(0))
     (root / "points.csv").write_text("id,LAT,LON\na,10,20\nb,-33.9,151.2\n")
     (root / "coords.csv").write_text("lat,lon\n" + "".join(f"{i - 30},{5 * i - 150}\n" for i in range(60)))
@@ -69,6 +72,8 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
         "run": run,
         "checkpoint": run / "final.safetensors",
         "gallery": root / "gallery",
+        "run16": root / "run16",
+        "gallery16": root / "gallery16",
         "image": root / "image.jpg",
         "points": root / "points.csv",
         "coords": root / "coords.csv",
@@ -369,7 +374,7 @@ PREDICT = {
 }
 
 
-_EVAL = "evaluate --checkpoint {run} --gallery {gallery} --features {features} --out {tmp}/report --no-progress"
+_EVAL = "evaluate --checkpoint {run16} --gallery {gallery16} --features {features} --out {tmp}/report --no-progress"
 EVALUATE = {
     "config-missing": case("evaluate --config {missing}", "{missing}"),
     "config-is-a-folder": case("evaluate --config {folder}", "is a directory"),
@@ -388,9 +393,14 @@ EVALUATE = {
     "refine-k-1": case(_EVAL + " --refine-k 1", "refine_k", "{tmp}/report"),
     "zero-downstream-points": case(_EVAL + " --downstream-points 0", "downstream.points", "{tmp}/report"),
     "checkpoint-folder-without-model": case(
-        _EVAL.replace("{run}", "{no_run}") + " --no-downstream", "final.safetensors", "{tmp}/report"
+        _EVAL.replace("{run16}", "{no_run}") + " --no-downstream", "final.safetensors", "{tmp}/report"
     ),
-    "checkpoint-random-bytes": case(_EVAL.replace("{run}", "{random}") + " --no-downstream", "{random}"),
+    "checkpoint-random-bytes": case(_EVAL.replace("{run16}", "{random}") + " --no-downstream", "{random}"),
+    "checkpoint-of-other-features": case(_EVAL.replace("{run16}", "{run}") + " --no-downstream", "test-backbone"),
+    "gallery-empty-folder": case(_EVAL.replace("{gallery16}", "{folder}") + " --no-downstream", "{folder}"),
+    "split-random-bytes": case(_EVAL + " --split {random} --no-downstream", "{random}", "{tmp}/report"),
+    "labels-random-bytes": case(_EVAL + " --labels {random} --no-downstream", "{random}", "{tmp}/report"),
+    "shards-random-bytes": case(_EVAL + " --shards {random} --no-downstream", "{random}", "{tmp}/report"),
     "features-missing": case(_EVAL.replace("{features}", "{missing}") + " --no-downstream", "{missing}"),
     "out-is-a-file": case(_EVAL.replace("{tmp}/report", "{file}") + " --no-downstream", "{file}"),
 }

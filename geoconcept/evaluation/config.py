@@ -33,6 +33,7 @@ Unknown keys and wrong types are a `ConfigError` naming the file and the key.
 from __future__ import annotations
 
 import os
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,5 +256,7 @@ def check_config(config: EvaluationConfig) -> None:
         check_output_folder(config.out, "out")
     except InputError as exc:
         problems.append(str(exc))
+    # The thumbnails' tars are read last, with the report half written: a file that is no tar is refused now.
+    problems += [f"shards: {p} is not a tar file" for p in config.shards if p.is_file() and not tarfile.is_tarfile(p)]
     if problems:
         raise ConfigError("evaluation config: " + "; ".join(problems))

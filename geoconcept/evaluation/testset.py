@@ -14,6 +14,7 @@ Images for the report's explanation grid are read by key from the WebDataset sha
 from __future__ import annotations
 
 import os
+import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,9 +141,12 @@ def shard_images(tars: Sequence[str | os.PathLike[str]], keys: Iterable[str]) ->
     wanted = set(keys)
     found: dict[str, bytes] = {}
     for tar in _expand(tars, "shard-*.tar", "shard tars"):
-        for sample in webdataset.WebDataset(str(tar), shardshuffle=False, empty_check=False):
-            if sample["__key__"] in wanted and "jpg" in sample:
-                found[sample["__key__"]] = sample["jpg"]
+        try:
+            for sample in webdataset.WebDataset(str(tar), shardshuffle=False, empty_check=False):
+                if sample["__key__"] in wanted and "jpg" in sample:
+                    found[sample["__key__"]] = sample["jpg"]
+        except (tarfile.TarError, OSError, ValueError) as exc:
+            raise InputError(f"shard tar {tar} is not a readable tar ({exc})") from None
         if len(found) == len(wanted):
             break
     return found
