@@ -319,6 +319,8 @@ TRAIN = {
     "set-without-value": case(_TRAIN + " --set steps", "--set", "{tmp}/run"),
     "features-missing": case(_TRAIN + " --set features={missing}", "{missing}", "{tmp}/run"),
     "split-random-bytes": case(_TRAIN + " --set split={random}", "{random}", "{tmp}/run"),
+    "output-is-a-file": case(_TRAIN + " --set output={file}", "{file}"),
+    "output-under-a-file": case(_TRAIN + " --set output={file}/run", "{file}"),
 }
 
 

@@ -9,8 +9,10 @@ arguments. Config keys: see geoconcept/train/params.py.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from geoconcept.train import params
+from geoconcept.validate import check_output_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from geoconcept.train.main import train
 
     config = params.config_from_args(args)
+    check_output_folder(Path(config.output), "output")  # before the data is loaded, not when the run folder is made
 
     def show(kind: str, payload: dict) -> None:
         if kind == "message":
