@@ -42,7 +42,9 @@ def p_zero(share: float, n: int) -> float:
     return math.exp(n * math.log1p(-share))  # log1p: exact for the tiny shares that matter here
 
 
-def reference_shares(bank: ConceptBank, registry: Registry, cache_dir: str | os.PathLike[str] | None = None) -> dict:
+def reference_shares(
+    bank: ConceptBank, registry: Registry, cache_dir: str | os.PathLike[str] | None = None
+) -> dict[str, float]:
     """Share of reference points with label >= 0.5, per measured concept id (cached under `cache_dir`)."""
     key = json.dumps(label_metadata(bank, registry) | {"n": REFERENCE_POINTS, "seed": REFERENCE_SEED}, sort_keys=True)
     cache = None
