@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import hashlib
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,55 +88,80 @@ class TrainSplit:
     def batches(
         self, *, seed: int, epoch: int, batch_size: int, buffer: int, start: int = 0, rank: int = 0, world: int = 1
     ) -> Iterator[Batch]:
-        """The epoch's full batches from step `start` on; every process computes the same global
-        batch and reads only its own slice's features, one window of shards at a time."""
+        """The epoch's full batches from step `start` on. Every process computes the same global
+        batch and reads only its own slice's features, one window of shards at a time; a thread
+        reads the next window while this one trains (so at most two are in memory)."""
         order, window_ends = epoch_order(seed, epoch, tuple(np.diff(self.offsets).tolist()), buffer)
         steps, width = len(order) // batch_size, batch_size // world
         # positions of the order this process reads, in the order it reads them
         mine = torch.arange(steps * batch_size).view(steps, batch_size)[:, rank * width : (rank + 1) * width]
         mine = mine.reshape(-1)
-        ends = torch.searchsorted(mine, torch.tensor(window_ends)).tolist()
-        lo = hi = start * width  # the rows in memory are those of `mine[lo:hi]`
-        features, labels = torch.empty(0, 0), None
-        for step in range(start, steps):
-            first, last = step * width, (step + 1) * width
-            if last > hi:  # read the next window(s); rows of the current one not used yet stay in front
-                end = hi
-                while end < last:
-                    end = next(e for e in ends if e > end)
-                kept_labels = labels[first - lo :] if labels is not None else None
-                features, labels = self._read(order[mine[hi:end]], features[first - lo :], kept_labels)
-                lo, hi = first, end
-            yield Batch(
-                ids=order[step * batch_size : (step + 1) * batch_size],
-                features=features[first - lo : last - lo],
-                labels=labels[first - lo : last - lo] if labels is not None else None,
-            )
+        reads = _window_reads(torch.searchsorted(mine, torch.tensor(window_ends)).tolist(), start, steps, width)
+        with ThreadPoolExecutor(max_workers=1) as pool:
 
-    def _read(
-        self, ids: torch.Tensor, head: torch.Tensor, head_labels: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`head` (rows still to use, and their labels) followed by the features (and labels) of
-        the samples `ids`, in one new buffer, reading each shard once."""
+            def submit(i: int) -> Future[tuple[torch.Tensor, torch.Tensor | None]] | None:
+                r = reads[i] if i < len(reads) else None
+                return pool.submit(self._read, order[mine[r.lo : r.hi]], r.keep) if r else None
+
+            i, future = 0, submit(0)
+            lo, features, labels = 0, torch.empty(0, 0), None  # the buffer holds mine[lo:...]
+            for step in range(start, steps):
+                first = step * width
+                if i < len(reads) and reads[i].step == step and future is not None:
+                    new_features, new_labels = future.result()
+                    keep, i = reads[i].keep, i + 1
+                    if keep:  # the old buffer's unused rows go in front
+                        new_features[:keep] = features[first - lo : first - lo + keep]
+                        if new_labels is not None and labels is not None:
+                            new_labels[:keep] = labels[first - lo : first - lo + keep]
+                    features, labels, lo = new_features, new_labels, first
+                    future = submit(i)  # after the old buffer is let go: two windows in memory at most
+                yield Batch(
+                    ids=order[step * batch_size : (step + 1) * batch_size],
+                    features=features[first - lo : first - lo + width],
+                    labels=labels[first - lo : first - lo + width] if labels is not None else None,
+                )
+
+    def _read(self, ids: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A new buffer: `keep` rows left for the previous buffer's unused rows, then the features
+        (and labels) of the samples `ids` in that order, reading each shard once."""
         shard_of = np.searchsorted(self.offsets, ids.numpy(), side="right") - 1
-        n = len(head) + len(ids)
+        n = keep + len(ids)
         features = torch.empty(0)
         labels = torch.full((n, len(self.concept_ids)), float("nan")) if self.concept_ids else None
-        if labels is not None and head_labels is not None:
-            labels[: len(head)] = head_labels
         for s in np.unique(shard_of):
-            where = torch.from_numpy(np.flatnonzero(shard_of == s) + len(head))
+            at = np.flatnonzero(shard_of == s)
             shard = self.shards[s]
-            rows = torch.from_numpy(shard.rows[ids[where - len(head)].numpy() - self.offsets[s]])
+            rows = torch.from_numpy(shard.rows[ids[at].numpy() - self.offsets[s]])
             read = read_feature_shard(shard.features)
             if features.numel() == 0:
                 features = torch.empty(n, read.features.shape[1])
-                if len(head):
-                    features[: len(head)] = head
+            where = torch.from_numpy(at + keep)
             features[where] = read.features[rows].float()  # stored features may be fp16
             if labels is not None and shard.labels is not None:
                 labels[where] = torch.from_numpy(_read_labels(shard.labels, read, self.concept_ids))[rows]
         return features, labels
+
+
+@dataclass(frozen=True)
+class _WindowRead:
+    step: int  # the first step that needs it
+    lo: int  # it reads mine[lo:hi] (positions of this process's samples)
+    hi: int
+    keep: int  # rows of the previous buffer not used yet when it takes over
+
+
+def _window_reads(ends: list[int], start: int, steps: int, width: int) -> list[_WindowRead]:
+    """When each window of shards is read, planned ahead so the next one can be read in the background."""
+    reads, hi = [], start * width
+    for step in range(start, steps):
+        if (step + 1) * width > hi:
+            end = hi
+            while end < (step + 1) * width:
+                end = next(e for e in ends if e > end)
+            reads.append(_WindowRead(step, hi, end, hi - step * width))
+            hi = end
+    return reads
 
 
 @dataclass(frozen=True)

@@ -73,9 +73,9 @@ class TrainConfig:
     weight_decay: float = 1e-6
     queue_size: int = 4096
     # Samples shuffled together in memory (whole shards; see geoconcept.train.data): the order's
-    # randomness vs RAM (768-d features: 3 KB a sample, so 65536 ≈ 200 MB). >= the training split:
-    # one permutation of all of it.
-    shuffle_buffer: int = 65536
+    # randomness vs RAM (768-d float32 features: 3 KB a sample, so 32768 ≈ 100 MB, twice that while
+    # the next window is read). >= the training split: one permutation of all of it.
+    shuffle_buffer: int = 32768
     # bookkeeping
     log_interval: int = 10
     checkpoint_interval: int = 500
