@@ -113,9 +113,14 @@ def manifest_ok_count(manifest: Path) -> int:
     return int(pc.sum(pc.equal(status, "ok")).as_py() or 0)
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one: Linux; else all)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_workers() -> int:
-    """Decode workers: every core this process may use but one (the main process feeds the device)."""
-    return max(len(os.sched_getaffinity(0)) - 1, 0)
+    """Decode workers: every available core but one (the main process feeds the device)."""
+    return max(available_cores() - 1, 0)
 
 
 def default_batch_size(device: str | torch.device) -> int:
@@ -426,7 +431,7 @@ def extract_on_devices(
     independent. An error in any process is raised here as the same InputError/ConfigError.
     """
     if workers is None:
-        workers = max((len(os.sched_getaffinity(0)) - len(devices)) // len(devices), 0)
+        workers = max((available_cores() - len(devices)) // len(devices), 0)
     parts = split_shards(list(range(len(jobs))), len(devices))
     results: dict[int, ExtractResult] = {}
     context = multiprocessing.get_context("spawn")
