@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -205,11 +206,13 @@ def build_gallery(
     source: str = "custom",
     checkpoint_sha256: str | None = None,
     batch_size: int = 8192,
+    on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Embed `coords` (N, 2) with `model`, index them and write the gallery folder; returns gallery.json.
 
     Skips the work when the folder already holds a gallery of the same coordinates, checkpoint
     and index type. `checkpoint_sha256` defaults to the model's (set by `load_model`).
+    `on_batch(n)` is called after each batch of n embedded locations (progress bars).
     """
     out = Path(out_dir)
     coords = np.asarray(coords, dtype=np.float64)
@@ -225,7 +228,12 @@ def build_gallery(
     if _up_to_date(out, wanted):
         return json.loads((out / INFO_FILE).read_text(encoding="utf-8"))
     atomic.remove_stale_temps(out, [INDEX_FILE, ROWS_FILE, INFO_FILE])
-    vectors = model.retrieval_location_vectors(coords, batch_size=batch_size).cpu().numpy()
+    parts = []
+    for start in range(0, len(coords), batch_size):  # the model batches the same way: same vectors
+        parts.append(model.retrieval_location_vectors(coords[start : start + batch_size], batch_size).cpu().numpy())
+        if on_batch is not None:
+            on_batch(len(parts[-1]))
+    vectors = np.concatenate(parts)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     built = _make_index(index, vectors, _want_gpu(use_gpu))
     (out / INFO_FILE).unlink(missing_ok=True)  # the folder is incomplete until gallery.json is back

@@ -83,6 +83,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
         "table": ingest.csv,
         "images": ingest.images,
         "data": root / "data",
+        "shards": next((root / "data").rglob("*.tar")).parent,
     }
 
 
@@ -373,6 +374,26 @@ PREDICT = {
     "checkpoint-random-bytes": case("predict {image} --checkpoint {random}", "{random}"),
     "gallery-missing": case("predict {image} --checkpoint {run} --gallery {missing}", "{missing}"),
     "gallery-is-a-file": case("predict {image} --checkpoint {run} --gallery {file}", "{file}"),
+    # batch prediction (--out): the arguments are checked before the backbone is built
+    "table-without-out": case("predict {table} --checkpoint {run}", "--out"),
+    "batch-flag-without-out": case(_PREDICT + " --batch-size 4", "--out"),
+    "out-is-a-folder": case(_PREDICT + " --out {folder}", "{folder}"),
+    "out-under-a-file": case(_PREDICT + " --out {file}/p.parquet", "{file}", "{file}/p.parquet"),
+    "json-with-out": case(_PREDICT + " --json --out {tmp}/p.parquet", "--json", "{tmp}/p.parquet"),
+    "zero-batch-size": case(_PREDICT + " --out {tmp}/p.parquet --batch-size 0", "--batch-size", "{tmp}/p.parquet"),
+    "negative-workers": case(_PREDICT + " --out {tmp}/p.parquet --workers -1", "--workers", "{tmp}/p.parquet"),
+    "batch-input-missing": case(
+        "predict {missing} --checkpoint {run} --out {tmp}/p.parquet", "{missing}", "{tmp}/p.parquet"
+    ),
+    "batch-empty-folder": case("predict {folder} --checkpoint {run} --out {tmp}/p.parquet", "{folder}"),
+    "batch-glob-matches-nothing": case("predict '{tmp}/none-*.jpg' --checkpoint {run} --out {tmp}/p.parquet", "none-*"),
+    "batch-table-without-img-id": case("predict {points} --checkpoint {run} --out {tmp}/p.parquet", "IMG_ID"),
+    "batch-images-without-table": case(_PREDICT + " --out {tmp}/p.parquet --images {images}", "--images"),
+    "batch-images-root-missing": case(
+        "predict {table} --checkpoint {run} --out {tmp}/p.parquet --images {missing}", "{missing}"
+    ),
+    "batch-shards-and-files": case("predict {image} {shards} --checkpoint {run} --out {tmp}/p.parquet", "not both"),
+    "batch-top-k-beyond-gallery": case(_PREDICT + " --out {tmp}/p.parquet --top-k 1000", "--top-k"),
 }
 
 

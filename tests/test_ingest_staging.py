@@ -116,7 +116,7 @@ def test_unchanged_input_is_not_staged_again_and_a_changed_one_is(tmp_path, data
     ("text", "words"),
     [
         ("IMG_ID,LAT\na.jpg,1\n", "missing required column(s) LON"),
-        ("img_id,lat,lon\na.jpg,1,2\n", "missing required column(s) IMG_ID, LAT, LON"),
+        ("name,y,x\na.jpg,1,2\n", "missing required column(s) IMG_ID, LAT, LON"),
         ("IMG_ID,LAT,LON,city,City\na,1,2,x,y\n", "repeated column name(s) City, city"),
         ("IMG_ID,LAT,LON,status\na,1,2,x\n", "clash with manifest columns"),
         ("", "cannot be read as CSV"),

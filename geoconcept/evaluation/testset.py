@@ -9,6 +9,18 @@ Inputs are explicit files or folders (never "the newest file on disk"):
   test sample needs a labels row.
 
 Images for the report's explanation grid are read by key from the WebDataset shards.
+
+The standard test sets come as CSVs that `geoconcept ingest` and `geoconcept predict` take as
+they are (`read_image_table`; column aliases in `geoconcept.ingest.staging.COLUMN_ALIASES`):
+
+* Im2GPS3k, `im2gps3k_places365.csv` (GeoCLIP's, Img2Loc's and PIGEON's repositories; images from
+  the Im2GPS authors' page): `IMG_ID,AUTHOR,LAT,LON,S3_Label,S16_Label,S365_Label,Prob_indoor,
+  Prob_natural,Prob_urban,...`;
+* YFCC4k, `yfcc4k_places365.csv` (same sources): `IMG_ID,AUTHOR,LAT,LON,...`; some copies name the
+  image `photo_id`, give IDs without `.jpg` (predict then tries `<id>.jpg`), or use `lat,lng` /
+  `latitude,longitude`.
+
+Extra columns (AUTHOR, the Places365 labels and probabilities) are kept as text.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import webdataset
 
 from geoconcept.errors import InputError
 from geoconcept.features import read_feature_shard
+from geoconcept.ingest.staging import canonical_columns
 
 LABEL_PREFIX = "concept__"
 
@@ -42,6 +55,31 @@ class TestSet:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+def read_image_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """An image table (CSV or Parquet) with IMG_ID and optionally LAT, LON, under any accepted alias.
+
+    Columns come back canonical and as text (`IMG_ID`, `LAT`, `LON` when given, then the rest);
+    parsing the coordinates is the caller's (a bad value is that row's problem, not the table's).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image table {path} {'is a directory' if path.is_dir() else 'not found'}")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pq.read_table(path).to_pandas().astype(str)
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"image table {path} is not a readable CSV or Parquet ({reason})") from None
+    frame.columns = canonical_columns([str(c) for c in frame.columns])
+    if "IMG_ID" not in frame.columns:
+        raise InputError(f"image table {path} has no IMG_ID column (found: {list(frame.columns)[:12]})")
+    if ("LAT" in frame.columns) != ("LON" in frame.columns):
+        raise InputError(f"image table {path} has only one of LAT, LON: give both or neither")
+    return frame
 
 
 def _expand(paths: Iterable[str | os.PathLike[str]], glob: str, what: str) -> list[Path]:

@@ -32,6 +32,23 @@ from geoconcept.ingest.config import IngestConfig
 from geoconcept.layout import DataRoot, check_name
 
 REQUIRED_COLUMNS = ("IMG_ID", "LAT", "LON")
+# The column names of image tables as they are distributed, and the names the project uses: the one
+# place these aliases live (staging and batch predict read through `canonical_columns`). Im2GPS3k
+# (`im2gps3k_places365.csv`: IMG_ID,AUTHOR,LAT,LON,S3_Label,...) and YFCC4k (`yfcc4k_places365.csv`)
+# as GeoCLIP, Img2Loc and PIGEON distribute them already use IMG_ID/LAT/LON; other copies use
+# lowercase `lat,lng`, `latitude,longitude`, or name the image `photo_id` (YFCC). Matched
+# case-insensitively; a name that is already canonical is never renamed.
+COLUMN_ALIASES = {
+    "img_id": "IMG_ID",
+    "image_id": "IMG_ID",
+    "photo_id": "IMG_ID",
+    "lat": "LAT",
+    "latitude": "LAT",
+    "lon": "LON",
+    "lng": "LON",
+    "long": "LON",
+    "longitude": "LON",
+}
 # Names the manifest, the sample json or the SQL views use themselves (compared case-insensitively,
 # as DuckDB does): an input column with one of these names would be ambiguous.
 RESERVED_COLUMNS = frozenset(
@@ -106,8 +123,15 @@ def _csv_column_names(path: Path) -> list[str]:
     return names
 
 
+def canonical_columns(names: list[str]) -> list[str]:
+    """`names` with `COLUMN_ALIASES` applied, where that gives each canonical name at most once."""
+    renamed = [COLUMN_ALIASES.get(n.lower(), n) for n in names]
+    return [new if renamed.count(new) == 1 else old for old, new in zip(names, renamed, strict=True)]
+
+
 def check_input_table(table: str | os.PathLike[str]) -> list[str]:
-    """The input table's columns, or an InputError naming the file and the problem. Writes nothing."""
+    """The input table's columns as they are in the file, or an InputError naming the file and the
+    problem (the required columns may come under an alias, see COLUMN_ALIASES). Writes nothing."""
     path = Path(table)
     if not path.exists():
         raise InputError(f"input table {path} does not exist")
@@ -120,6 +144,8 @@ def check_input_table(table: str | os.PathLike[str]) -> list[str]:
             raise InputError(f"{path}: cannot be read as Parquet: {exc}") from None
     else:
         names = _csv_column_names(path)
+    found = names
+    names = canonical_columns(found)
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
         raise InputError(
@@ -135,7 +161,7 @@ def check_input_table(table: str | os.PathLike[str]) -> list[str]:
     clashes = [n for n in names if n not in REQUIRED_COLUMNS and n.lower() in RESERVED_COLUMNS]
     if clashes:
         raise InputError(f"{path}: column(s) {', '.join(clashes)} clash with manifest columns; rename them")
-    return names
+    return found
 
 
 def _text_batches(path: Path, names: list[str]) -> Iterator[pa.RecordBatch]:
@@ -171,7 +197,7 @@ def _text_batches(path: Path, names: list[str]) -> Iterator[pa.RecordBatch]:
 
 def _write_numbered_rows(path: Path, names: list[str], out: Path) -> int:
     """Stream the input into `out` with a `row` column; return the row count."""
-    schema = pa.schema([("row", pa.int64()), *[(n, pa.string()) for n in names]])
+    schema = pa.schema([("row", pa.int64()), *[(n, pa.string()) for n in canonical_columns(names)]])
     rows = 0
     with pq.ParquetWriter(out, schema, compression="zstd") as writer:
         for batch in _text_batches(path, names):
