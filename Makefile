@@ -34,9 +34,11 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+# `dg dev` loads the code location named in pyproject.toml's [tool.dg]; `dagster dev -w workspace.yaml`
+# loads the same one. VIRTUAL_ENV tells dg that the project's venv is the one to run it in.
 ui: $(STAMP)
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(GEOCONCEPT_DATA_ROOT)/dagster_home} ; mkdir -p $$DAGSTER_HOME ; \
-	DAGSTER_HOME=$$DAGSTER_HOME $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${PORT:-3000}
+	DAGSTER_HOME=$$DAGSTER_HOME VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg dev -h 127.0.0.1 -p $${PORT:-3000}
 
 # make rebuild RAW=path/to/raw NEW=path/to/fresh/data-root [IMAGES=...] [RUN_CONFIG=jobs.yaml]
 rebuild: $(STAMP)

@@ -7,8 +7,6 @@ without a code change. Shards, labels and features share these keys.
 
 from __future__ import annotations
 
-import os
-
 from dagster import BackfillPolicy, DynamicPartitionsDefinition, StaticPartitionsDefinition
 
 CHUNKS = DynamicPartitionsDefinition(name="ingest_chunks")
@@ -23,8 +21,8 @@ def variant_name(partition_key: str) -> str:
 
 
 def chunk_backfill_policy() -> BackfillPolicy:
-    """One run per chunk by default: each chunk gets its own run, retries and data version, and a
-    backfill fans out over the run launcher (Kubernetes pods, dask workers). GEOCONCEPT_CHUNKS_PER_RUN=N
-    groups N chunks per run; 0 makes a whole range one run (the library parallelises inside it)."""
-    per_run = int(os.environ.get("GEOCONCEPT_CHUNKS_PER_RUN", "1"))
-    return BackfillPolicy.multi_run(per_run) if per_run > 0 else BackfillPolicy.single_run()
+    """One run per chunk: each chunk gets its own run, retries and data version, and a backfill fans
+    out over the run launcher (Kubernetes pods, dask workers). A constant, not an environment setting:
+    the policy is part of the assets' definitions, which must not change with the process that loads
+    them (a run re-executed from the UI would no longer match its snapshot)."""
+    return BackfillPolicy.multi_run(1)

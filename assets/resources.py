@@ -1,7 +1,9 @@
 """Configuration of the pipeline as Dagster resources (one per domain).
 
-Defaults suit the embedded sample; a real deployment sets them in run config or through the
-environment (GEOCONCEPT_DATA_ROOT) without code changes.
+Defaults suit the embedded sample. They are constants, never read from the environment here: the
+code location (pipelines/definitions.py) binds the locations to `EnvVar`s (GEOCONCEPT_DATA_ROOT,
+GEOCONCEPT_RAW_DIR, GEOCONCEPT_IMAGES), so a job's definition holds the variables' names and a run
+reads their values; run config overrides any setting.
 """
 
 from __future__ import annotations
@@ -17,12 +19,8 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from geoconcept.errors import ConfigError
 from geoconcept.evaluation.config import MIN_DOWNSTREAM_POINTS
-from geoconcept.layout import DataRoot
+from geoconcept.layout import DEFAULT_DATA_ROOT, DataRoot
 from geoconcept.validate import int_at_least, int_between, number_between
-
-
-def default_data_root() -> str:
-    return os.environ.get("GEOCONCEPT_DATA_ROOT", os.path.abspath("data"))
 
 
 def _checked(check: Callable[..., Any], *args: Any) -> Any:
@@ -40,7 +38,7 @@ HALF_EARTH_CIRCUMFERENCE_KM = 20_038.0  # no two points are farther apart
 class StorageResource(ConfigurableResource):
     """Where everything lives: the data root (outputs) and the dataset name."""
 
-    data_root: str = default_data_root()
+    data_root: str = DEFAULT_DATA_ROOT
     dataset: str = "sample"
 
     @property
@@ -49,15 +47,15 @@ class StorageResource(ConfigurableResource):
 
 
 class IngestResource(ConfigurableResource):
-    """Raw input and how it is cut into shards (defaults: GEOCONCEPT_RAW_DIR, GEOCONCEPT_IMAGES).
+    """Raw input and how it is cut into shards (the code location binds GEOCONCEPT_RAW_DIR, GEOCONCEPT_IMAGES).
 
     `raw_dir` holds one table per source (`train.csv`, `test.csv`, ... with IMG_ID,LAT,LON) and
     the images: a folder tree (`images/`, default) or tar files (set `images` to a tar, a folder
     of tars or a glob).
     """
 
-    raw_dir: str = os.environ.get("GEOCONCEPT_RAW_DIR") or os.path.join(default_data_root(), "input", "sample")
-    images: str = os.environ.get("GEOCONCEPT_IMAGES", "")
+    raw_dir: str = os.path.join(DEFAULT_DATA_ROOT, "input", "sample")
+    images: str = ""
     samples_per_shard: int = 1000
     shards_per_partition: int = 1
     image_size: int = 256

@@ -1,8 +1,8 @@
 """Scheduled dataset refreshes: sensors on the raw folder and on new chunks, a daily schedule for
-stale labels/features, and a sensor that re-evaluates after retraining.
+stale labels/features, and an automation condition that re-evaluates after retraining.
 
-All of them are cursor- or run-key-based, so nothing is processed twice. They are off by default
-(`make ui` shows them; switch them on in the UI or with `dagster sensor start`).
+All of them are cursor-, run-key- or condition-based, so nothing is processed twice. They are off
+by default (`make ui` shows them; switch them on in the UI or with `dagster sensor start`).
 """
 
 import json
@@ -16,7 +16,7 @@ from geoconcept.concepts.bank import load_bank
 from geoconcept.ingest import partition_key
 from geoconcept.layers.registry import Registry
 from geoconcept.model.backbone import backbone_tag
-from pipelines.jobs import chunks_job, evaluate_job, stage_job
+from pipelines.jobs import chunks_job, stage_job
 
 RETRY_FAILED = {"ops": {"shards": {"config": {"redo": "failed"}}}}
 
@@ -121,15 +121,22 @@ def stale_chunks_schedule(
     return requests or dg.SkipReason("no stale chunk")
 
 
-@dg.asset_sensor(
-    asset_key=dg.AssetKey("gallery_index"),
-    job=evaluate_job,
-    description="After a variant is retrained (its gallery rebuilt), re-run the evaluation.",
-)
-def evaluate_after_training_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-    event = asset_event.dagster_event
-    return dg.RunRequest(run_key=f"evaluate-after:{asset_event.run_id}:{event.partition if event else ''}")
+# Re-evaluating after a retraining was a hand-written asset sensor on `gallery_index`; it is a
+# declarative condition now: `eager` (run when a dependency was updated, none is missing or in
+# progress, and the asset is not already running), restricted to `gallery_index` updates so a
+# restaged dataset alone does not re-run the evaluation. The sensors above stay hand-written: they
+# read the raw folder, add dynamic partitions and compare files' fingerprints, which conditions on
+# Dagster's own events cannot express; so does the staleness schedule (a changed concept bank or
+# layer is a file, not an asset event). No freshness policy: nothing here has a deadline to miss.
+AUTOMATION_CONDITIONS = {
+    "evaluation": dg.AutomationCondition.eager().allow(dg.AssetSelection.assets("gallery_index")),
+}
+AUTOMATION_SENSOR = dg.AutomationConditionSensorDefinition(
+    "automation_condition_sensor",
+    target=dg.AssetSelection.assets(*AUTOMATION_CONDITIONS),
+    minimum_interval_seconds=60,
+    description="Evaluates the declarative automation conditions (after a retraining: re-run the evaluation).",
+)  # off by default, as the sensors above
 
-
-SENSORS = [raw_folder_sensor, new_chunks_sensor, evaluate_after_training_sensor]
+SENSORS = [raw_folder_sensor, new_chunks_sensor]
 SCHEDULES = [stale_chunks_schedule]

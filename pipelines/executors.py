@@ -1,11 +1,18 @@
-"""Which engine runs the steps, chosen by configuration (GEOCONCEPT_EXECUTOR), never hand-made.
+"""Which engine runs the steps, chosen per deployment (GEOCONCEPT_EXECUTOR), never hand-made.
 
-- `multiprocess` (default): one process per step on this machine.
-- `in_process`: everything in the calling process (tests, debugging).
+- `local` (default; `multiprocess` is the same): Dagster's own default executor — one process per
+  step unless a run's config says `execution: {config: {in_process: {}}}` (pipelines.stages does, on
+  a laptop); `max_concurrent` is run config too (`execution.config.multiprocess.max_concurrent`).
+- `in_process`: everything in the calling process, for every run (tests, debugging).
 - `dask`: steps run on an existing dask.distributed cluster (GEOCONCEPT_DASK_ADDRESS,
   e.g. tcp://127.0.0.1:8786), each step a dask task that runs dagster-dask's worker function.
 - `k8s`: each step is a Kubernetes Job (dagster-k8s's `k8s_job_executor`, the optional extra
   `geoconcept[k8s]`), configured per run under `execution.config` (deploy/k8s/run_config.yaml).
+
+The executor is part of each job's definition (its snapshot), so the choice is read once, when the
+code location loads, from a variable a deployment sets for all its processes (code server, daemon,
+run workers): every process sees the same jobs. What varies from run to run (in process or not, how
+many processes) is run config, which a re-execution from the UI reuses.
 
 Why not dagster-dask's own `dask_executor` (0.29.27, with distributed 2026.8):
 - it names each dask task `<job>.<step>`, and dask treats equal keys as the same task, so two
@@ -33,8 +40,8 @@ from dagster import (
     StringSource,
     executor,
     in_process_executor,
+    multi_or_in_process_executor,
     multiple_process_executor_requirements,
-    multiprocess_executor,
 )
 from dagster._core.errors import raise_execution_interrupts
 from dagster._core.execution.retries import RetryMode
@@ -46,13 +53,11 @@ if TYPE_CHECKING:
 
 
 def executor_from_env() -> ExecutorDefinition:
-    kind = os.environ.get("GEOCONCEPT_EXECUTOR", "multiprocess")
+    kind = os.environ.get("GEOCONCEPT_EXECUTOR", "local")
     if kind == "in_process":
         return in_process_executor
-    if kind == "multiprocess":
-        return multiprocess_executor.configured(
-            {"max_concurrent": int(os.environ.get("GEOCONCEPT_MAX_CONCURRENT", "2"))}
-        )
+    if kind in ("local", "multiprocess"):
+        return multi_or_in_process_executor
     if kind == "dask":
         address = os.environ.get("GEOCONCEPT_DASK_ADDRESS", "tcp://127.0.0.1:8786")
         return dask_cluster_executor.configured({"address": address})
@@ -62,7 +67,7 @@ def executor_from_env() -> ExecutorDefinition:
         except ImportError as exc:
             raise ImportError("GEOCONCEPT_EXECUTOR=k8s needs dagster-k8s: install the extra geoconcept[k8s]") from exc
         return k8s_job_executor
-    raise ValueError(f"GEOCONCEPT_EXECUTOR={kind!r}: expected multiprocess, in_process, dask or k8s")
+    raise ValueError(f"GEOCONCEPT_EXECUTOR={kind!r}: expected local, multiprocess, in_process, dask or k8s")
 
 
 class DaskClusterExecutor(Executor):

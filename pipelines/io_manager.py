@@ -32,9 +32,11 @@ class JsonIOManager(UPathIOManager):
 
 
 class JsonIOManagerFactory(ConfigurableIOManagerFactory):
-    """`base_dir`: a local folder or an fsspec URL reachable from every executor worker."""
+    """`base_dir`: a local folder or an fsspec URL reachable from every executor worker; `subdir`: a
+    folder under it (so `base_dir` can be the data root's EnvVar, bound as is)."""
 
     base_dir: str
+    subdir: str = ""
 
     def create_io_manager(self, context) -> JsonIOManager:
-        return JsonIOManager(base_path=UPath(self.base_dir))
+        return JsonIOManager(base_path=UPath(self.base_dir) / self.subdir if self.subdir else UPath(self.base_dir))

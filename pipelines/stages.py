@@ -5,6 +5,13 @@ one run) → dataset_job → train_job (one run per variant) → evaluate_job. E
 `dagster job execute` against the project's code location in a persistent DAGSTER_HOME, so the
 runs, their logs, metadata and data versions are in the UI afterwards (`make ui`).
 Used by `make demo` (the embedded sample) and `make rebuild` (any raw folder, fresh data root).
+
+Settings reach the jobs through ONE channel per kind. Where things are (data root, raw folder,
+images) and which executor a deployment uses are environment variables, which the code location
+binds with `dg.EnvVar` (pipelines/definitions.py) and reads in every process the same way — sensors
+and schedules in the daemon included, which run config from here would never reach. Per-run
+choices stay run config, stored with each run: the user's `--run-config` and whether steps run in
+one process. So a run re-executed from the UI has the same config and matches its job's snapshot.
 """
 
 import json
@@ -34,7 +41,10 @@ class Settings:
     raw_dir: Path
     images: str = ""  # default: <raw_dir>/images; or a tar, a folder of tars, a glob
     run_config: dict[str, dict] = field(default_factory=dict)  # job name → run config (resources)
-    executor: str = "in_process"
+    executor: str = "local"  # GEOCONCEPT_EXECUTOR of the whole deployment: local, dask, k8s
+    # With the local executor: each run in one process. On a 2-core laptop a process per step only
+    # adds start-up time; set False for a process per step.
+    in_process: bool = True
 
 
 def dagster_env(settings: Settings) -> dict[str, str]:
@@ -49,12 +59,18 @@ def dagster_env(settings: Settings) -> dict[str, str]:
             "GEOCONCEPT_DATA_ROOT": str(settings.data_root),
             "GEOCONCEPT_RAW_DIR": str(settings.raw_dir),
             "GEOCONCEPT_IMAGES": settings.images,
-            # On a 2-core laptop a process per step only adds start-up time; set "multiprocess" (or
-            # "dask") through GEOCONCEPT_EXECUTOR for real runs.
             "GEOCONCEPT_EXECUTOR": settings.executor,
         }
     )
     return env
+
+
+def job_config(settings: Settings, job: str) -> dict:
+    """The run config of one job: the user's, and the local executor's mode unless the user set one."""
+    config = dict(settings.run_config.get(job) or {})
+    if settings.executor == "local" and settings.in_process:
+        config.setdefault("execution", {"config": {"in_process": {}}})
+    return config
 
 
 def run_job(job: str, env: dict[str, str], *, tags: dict | None = None, config: dict | None = None) -> float:
@@ -87,7 +103,7 @@ def build_all(settings: Settings, log: Callable[[str], None] = print) -> dict[st
 
     def stage(title: str, job: str, **kwargs) -> None:
         log(f"[{job}] {title}")
-        timings[f"{job}: {title}"] = seconds = run_job(job, env, config=settings.run_config.get(job), **kwargs)
+        timings[f"{job}: {title}"] = seconds = run_job(job, env, config=job_config(settings, job), **kwargs)
         log(f"    done in {seconds:.0f} s")
 
     stage("stage the raw tables, register one partition per chunk", "stage_job")

@@ -11,13 +11,7 @@ from hostile_corpus import Record, noise_jpeg, write_image_tar, write_table
 from assets.ingest import raw_dataset, shards
 from assets.partitions import CHUNKS
 from assets.resources import ConceptResource, FeatureResource, IngestResource, StorageResource
-from pipelines.automation import (
-    RETRY_FAILED,
-    evaluate_after_training_sensor,
-    new_chunks_sensor,
-    raw_folder_sensor,
-    stale_chunks_schedule,
-)
+from pipelines.automation import RETRY_FAILED, new_chunks_sensor, raw_folder_sensor, stale_chunks_schedule
 from pipelines.definitions import defs
 from pipelines.io_manager import JsonIOManagerFactory
 
@@ -27,12 +21,6 @@ pytestmark = pytest.mark.slow
 def sensor_context(**kwargs) -> dg.SensorEvaluationContext:
     """A sensor context that knows the project's definitions (partitioned run requests need them)."""
     return dg.build_sensor_context(definitions=defs, **kwargs)
-
-
-def tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, **kwargs):
-    """One evaluation as the daemon does it: run requests resolved against the instance's partitions."""
-    with dg.partition_loading_context(dynamic_partitions_store=instance):
-        return sensor.evaluate_tick(sensor_context(instance=instance, **kwargs))
 
 
 @pytest.fixture
@@ -122,10 +110,29 @@ def test_stale_chunks_schedule_requests_chunks_whose_labels_or_features_are_miss
         assert "no labels" in requests[0].tags["geoconcept/reason"]
 
 
-def test_a_retrained_gallery_triggers_an_evaluation_once():
+def test_retrained_galleries_request_one_evaluation_through_the_automation_condition():
+    def requested(instance, cursor=None):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        return result.get_num_requested(dg.AssetKey("evaluation")), result.cursor
+
+    def gallery(instance, variant):
+        instance.report_runless_asset_event(dg.AssetMaterialization("gallery_index", partition=variant))
+
     with dg.instance_for_test() as instance:
-        assert tick(evaluate_after_training_sensor, instance).run_requests == []
-        instance.report_runless_asset_event(dg.AssetMaterialization("gallery_index", partition="geoclip"))
-        first = tick(evaluate_after_training_sensor, instance)
-        assert [r.job_name or "evaluate_job" for r in first.run_requests] == ["evaluate_job"]
-        assert tick(evaluate_after_training_sensor, instance, cursor=first.cursor).run_requests == []
+        count, cursor = requested(instance)
+        assert count == 0  # no gallery yet
+        gallery(instance, "geoclip")
+        count, cursor = requested(instance, cursor)
+        assert count == 0  # two variants' galleries are still missing: nothing to compare yet
+        gallery(instance, "concept")
+        gallery(instance, "concept_supervised")
+        count, cursor = requested(instance, cursor)
+        assert count == 1
+        count, cursor = requested(instance, cursor)
+        assert count == 0  # handled: not requested again without a new gallery
+        instance.report_runless_asset_event(dg.AssetMaterialization("splits"))
+        count, cursor = requested(instance, cursor)
+        assert count == 0  # only a retraining (a new gallery) re-runs the evaluation
+        gallery(instance, "concept")
+        count, cursor = requested(instance, cursor)
+        assert count == 1
