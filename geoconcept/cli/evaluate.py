@@ -1,5 +1,6 @@
 """Evaluate checkpoints on a test set and write the report folder (Markdown + HTML, tables, figures,
-predictions GeoParquet); prints the accuracy table, the findings and the report's path.
+predictions GeoParquet); prints the accuracy table, the findings, the accuracy in the layout of the
+published tables (GeoCLIP Table 1: Method | Street 1 km | ... | Continent 2500 km) and the report's path.
 
 Give a YAML config (--config; keys: see geoconcept/evaluation/config.py) or the inputs as flags:
 each --checkpoint with its --gallery (in the same order; variant and seed are read from the
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from geoconcept.errors import ConfigError
     from geoconcept.evaluation.config import load_config
     from geoconcept.evaluation.evaluate import evaluate
-    from geoconcept.evaluation.report import markdown_table
+    from geoconcept.evaluation.report import markdown_table, published_layout
 
     if args.config is not None:
         given = [f"--{k.replace('_', '-')}" for k in INPUT_FLAGS if getattr(args, k) not in (None, [])]
@@ -97,5 +98,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"- {finding}")
     for warning in result.warnings:
         print(f"warning: {warning}")
+    print("\nIn the layout of the published tables (% within each distance; the published rows are on Im2GPS3k):")
+    print(markdown_table(published_layout(result.tables["accuracy"], result.tables["published_im2gps3k"])))
     print(f"\nreport: {result.report_md}\n        {result.report_html}")
     return 0

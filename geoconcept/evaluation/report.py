@@ -21,6 +21,7 @@ import pandas as pd
 from geoconcept import atomic
 from geoconcept.evaluation.explain import Explanation
 from geoconcept.evaluation.metrics import (
+    SCALE_NAMES,
     THRESHOLDS_KM,
     accuracy_columns,
     format_mean_spread,
@@ -229,6 +230,17 @@ def _explanation_rows(explained: Sequence[Explanation]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def published_layout(accuracy: pd.DataFrame, published: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`accuracy_table`'s rows (then `published_table`'s) in the columns of GeoCLIP's Table 1:
+    `Method | Street 1 km | City 25 km | Region 200 km | Country 750 km | Continent 2500 km`."""
+    titles = accuracy_columns(THRESHOLDS_KM)
+    layout = {titles[key]: f"{SCALE_NAMES[t]} {t:g} km" for key, t in zip(titles, THRESHOLDS_KM, strict=False)}
+    frames = [accuracy.rename(columns={"variant": "Method"})]
+    if published is not None:
+        frames.append(published.rename(columns={"model": "Method"}))
+    return pd.concat(frames, ignore_index=True)[["Method", *layout]].rename(columns=layout)
+
+
 def write_evaluation_report(
     out_dir: str | os.PathLike[str],
     name: str,
@@ -257,9 +269,13 @@ def write_evaluation_report(
         Heading("Published on Im2GPS3k — not comparable to this test set"),
         Paragraph(
             "Reference figures from the literature (Im2GPS3k, ViT-L-14 backbone, trained on 4.7M MP16 images). "
-            "They are shown in the same columns for orientation only: a different test set, backbone and training data."
+            "They are shown in the same columns for orientation only: a different test set, backbone and training data "
+            "(unless this test set is Im2GPS3k with GeoCLIP's backbone and training data)."
         ),
-        Table(tables["published_im2gps3k"]),
+        Table(
+            published_layout(tables["accuracy"], tables["published_im2gps3k"]),
+            "this evaluation's variants, then the published rows, in the layout of GeoCLIP's Table 1",
+        ),
         Heading("Errors on the map"),
         Paragraph(
             "Every prediction is in `predictions.parquet` (GeoParquet, EPSG:4326: truth point geometry, "

@@ -13,9 +13,10 @@ Images for the report's explanation grid are read by key from the WebDataset sha
 The standard test sets come as CSVs that `geoconcept ingest` and `geoconcept predict` take as
 they are (`read_image_table`; column aliases in `geoconcept.ingest.staging.COLUMN_ALIASES`):
 
-* Im2GPS3k, `im2gps3k_places365.csv` (GeoCLIP's, Img2Loc's and PIGEON's repositories; images from
-  the Im2GPS authors' page): `IMG_ID,AUTHOR,LAT,LON,S3_Label,S16_Label,S365_Label,Prob_indoor,
-  Prob_natural,Prob_urban,...`;
+* Im2GPS3k, `im2gps3k_places365.csv` (GeoEstimation's `meta/` folder, also in GeoCLIP's, Img2Loc's
+  and PIGEON's repositories; images from the Im2GPS authors' page): `IMG_ID,AUTHOR,LAT,LON,S3_Label,
+  S16_Label,S365_Label,Prob_indoor,Prob_natural,Prob_urban`. An early copy heads (lat, lon) values
+  `LON,LAT`; where the values show it (a "LAT" beyond ±90), the table is refused with that message;
 * YFCC4k, `yfcc4k_places365.csv` (same sources): `IMG_ID,AUTHOR,LAT,LON,...`; some copies name the
   image `photo_id`, give IDs without `.jpg` (predict then tries `<id>.jpg`), or use `lat,lng` /
   `latitude,longitude`.
@@ -79,7 +80,20 @@ def read_image_table(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise InputError(f"image table {path} has no IMG_ID column (found: {list(frame.columns)[:12]})")
     if ("LAT" in frame.columns) != ("LON" in frame.columns):
         raise InputError(f"image table {path} has only one of LAT, LON: give both or neither")
+    if "LAT" in frame.columns:
+        _refuse_swapped_header(path, frame)
     return frame
+
+
+def _refuse_swapped_header(path: Path, frame: pd.DataFrame) -> None:
+    """An early `im2gps3k_places365.csv` in GeoEstimation's repository heads its columns
+    `LON,LAT` over (lat, lon) values: every distance would be wrong, so say so instead."""
+    lat, lon = (pd.to_numeric(frame[c], errors="coerce").abs() for c in ("LAT", "LON"))
+    if (lat > 90).any() and not (lon > 90).any():
+        raise InputError(
+            f"image table {path}: LAT has values beyond ±90 and LON none: its header names LAT and LON "
+            "the wrong way round (as an early im2gps3k_places365.csv does); swap the two names"
+        )
 
 
 def _expand(paths: Iterable[str | os.PathLike[str]], glob: str, what: str) -> list[Path]:
