@@ -48,6 +48,7 @@ from geoconcept.features import (
     default_batch_size,
     default_workers,
     extract_shards,
+    manifest_ok_count,
     read_feature_shard,
     split_preprocess,
 )
@@ -281,6 +282,8 @@ def collect_inputs(
 ) -> BatchInputs:
     """What `inputs` name: image files, folders (recursive; a folder with `*.tar` directly inside is
     shards), image tables, `.tar` shards, or globs of any of these. Reads no image."""
+    if images_root is not None and not Path(images_root).is_dir():
+        raise InputError(f"image root {images_root} is not a folder")
     found = BatchInputs([], [])
     tables = 0
     for given in map(str, inputs):
@@ -310,8 +313,6 @@ def collect_inputs(
         raise InputError("give image files, folders and tables, or WebDataset shards, not both in one run")
     if images_root is not None and not tables:
         raise ConfigError("--images (the root of a table's relative IMG_ID paths) needs an image table input")
-    if images_root is not None and not Path(images_root).is_dir():
-        raise InputError(f"image root {images_root} is not a folder")
     if not found.items and not found.tars:
         raise InputError(f"no images in {', '.join(map(str, inputs))}")
     return found
@@ -346,7 +347,11 @@ def _file_features(
     """Features (N, D) of the items (NaN rows for images that failed), their statuses and errors."""
     transform, normalize = split_preprocess(backbone.preprocess)
     loader = DataLoader(
-        _ImageFiles(items, transform), batch_size=batch_size, num_workers=workers, collate_fn=_keep_rows
+        _ImageFiles(items, transform),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_keep_rows,
+        pin_memory=backbone.device.type == "cuda",
     )
     features = np.full((len(items), backbone.dim), np.nan, dtype=np.float32)
     status, errors = [OK] * len(items), [""] * len(items)
@@ -355,7 +360,7 @@ def _file_features(
             status[i], errors[i] = state, error
         good = [(i, pixels) for i, pixels, _, _ in rows if pixels is not None]
         if good:
-            pixels = torch.stack([p for _, p in good]).to(backbone.device)
+            pixels = torch.stack([p for _, p in good]).to(backbone.device, non_blocking=True)
             if normalize is not None:  # as the shard extractor does: uint8 from the workers, normalised here
                 pixels = normalize(pixels.float().div(255))
             features[[i for i, _ in good]] = backbone.embed(pixels).float().cpu().numpy()
@@ -456,7 +461,9 @@ def predict_batch(
         raise ConfigError(f"--top-k {top_k} exceeds the gallery's {len(searched)} locations")
     batch_size = default_batch_size(backbone.device) if batch_size is None else batch_size
     workers = default_workers() if workers is None else workers
-    total = len(found.items) or None  # shards: unknown until read
+    manifests = [tar.with_suffix(".parquet") for tar in found.tars]  # ingest's, beside its tars: the counts
+    shard_total = sum(map(manifest_ok_count, manifests)) if all(m.is_file() for m in manifests) else None
+    total = len(found.items) or shard_total
     with tqdm(total=total, desc="images", unit="img", disable=not progress, file=sys.stderr) as bar:
         if found.items:
             features, status, errors = _file_features(found.items, backbone, batch_size, workers, bar.update)
