@@ -1,9 +1,12 @@
 """Configuration of the pipeline as Dagster resources (one per domain).
 
-Defaults suit the embedded sample. They are constants, never read from the environment here: the
-code location (pipelines/definitions.py) binds the locations to `EnvVar`s (GEOCONCEPT_DATA_ROOT,
-GEOCONCEPT_RAW_DIR, GEOCONCEPT_IMAGES), so a job's definition holds the variables' names and a run
-reads their values; run config overrides any setting.
+Defaults suit the embedded sample. Where data lives defaults to environment variables, never read
+at import: the defaults are `EnvVar`s (GEOCONCEPT_DATA_ROOT, GEOCONCEPT_RAW_DIR, GEOCONCEPT_IMAGES),
+so a job's definition holds the variables' names and each run reads their values (the code location
+sets them where the environment does not: pipelines/definitions.py). They are class defaults, not
+values given when the code location builds the resources, because Dagster replaces constructor
+values with a run's config for that resource, while it merges a partial run config (e.g. only
+`samples_per_shard`) with class defaults. Run config overrides any setting.
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar
 from pydantic import Field, ValidationInfo, field_validator
 
 from geoconcept.errors import ConfigError
 from geoconcept.evaluation.config import MIN_DOWNSTREAM_POINTS
-from geoconcept.layout import DEFAULT_DATA_ROOT, DataRoot
+from geoconcept.layout import DataRoot
 from geoconcept.validate import int_at_least, int_between, number_between
 
 
@@ -38,7 +41,7 @@ HALF_EARTH_CIRCUMFERENCE_KM = 20_038.0  # no two points are farther apart
 class StorageResource(ConfigurableResource):
     """Where everything lives: the data root (outputs) and the dataset name."""
 
-    data_root: str = DEFAULT_DATA_ROOT
+    data_root: str = EnvVar("GEOCONCEPT_DATA_ROOT")
     dataset: str = "sample"
 
     @property
@@ -47,15 +50,15 @@ class StorageResource(ConfigurableResource):
 
 
 class IngestResource(ConfigurableResource):
-    """Raw input and how it is cut into shards (the code location binds GEOCONCEPT_RAW_DIR, GEOCONCEPT_IMAGES).
+    """Raw input and how it is cut into shards (defaults: GEOCONCEPT_RAW_DIR, GEOCONCEPT_IMAGES).
 
     `raw_dir` holds one table per source (`train.csv`, `test.csv`, ... with IMG_ID,LAT,LON) and
     the images: a folder tree (`images/`, default) or tar files (set `images` to a tar, a folder
     of tars or a glob).
     """
 
-    raw_dir: str = os.path.join(DEFAULT_DATA_ROOT, "input", "sample")
-    images: str = ""
+    raw_dir: str = EnvVar("GEOCONCEPT_RAW_DIR")
+    images: str = EnvVar("GEOCONCEPT_IMAGES")  # empty: <raw_dir>/images
     samples_per_shard: int = 1000
     shards_per_partition: int = 1
     image_size: int = 256

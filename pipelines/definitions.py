@@ -1,9 +1,10 @@
 """The one code location: `defs`, loaded by `dg dev` ([tool.dg] in pyproject.toml) and by
 workspace.yaml (`dagster dev -w workspace.yaml`).
 
-Where data lives comes from the environment through `dg.EnvVar`: a job's definition (its snapshot)
-holds the variables' names, each run reads their values. So the jobs are the same whichever
-process loads them with whichever values — a run re-executed from the UI matches its snapshot.
+Where data lives comes from the environment through `dg.EnvVar` (the resources' defaults, see
+assets/resources.py; the IO manager's base folder here): a job's definition (its snapshot) holds the
+variables' names, each run reads their values. So the jobs are the same whichever process loads
+them with whichever values — a run re-executed from the UI matches its snapshot.
 """
 
 import os
@@ -56,8 +57,8 @@ defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
     resources={
-        "storage": StorageResource(data_root=dg.EnvVar(DATA_ROOT)),
-        "ingest_settings": IngestResource(raw_dir=dg.EnvVar(RAW_DIR), images=dg.EnvVar(IMAGES)),
+        "storage": StorageResource(),
+        "ingest_settings": IngestResource(),
         "concepts": ConceptResource(),
         "features": FeatureResource(),
         "training": TrainingResource(),

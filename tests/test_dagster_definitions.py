@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 from conftest import REPO
 
+from assets.resources import IngestResource
 from pipelines.definitions import defs
 
 GROUPS = {"ingest", "concepts", "features", "training", "evaluation"}
@@ -71,6 +72,22 @@ def test_resources_bind_the_locations_to_environment_variables():
         "data_root": "GEOCONCEPT_DATA_ROOT", "raw_dir": "GEOCONCEPT_RAW_DIR", "images": "GEOCONCEPT_IMAGES",
         "io": "GEOCONCEPT_DATA_ROOT",
     }  # fmt: skip
+
+
+def test_a_partial_run_config_keeps_the_locations_from_the_environment(monkeypatch, tmp_path):
+    """`make rebuild --run-config` sets a few settings of a resource; the rest keep their defaults."""
+    monkeypatch.setenv("GEOCONCEPT_RAW_DIR", str(tmp_path / "raw"))
+    monkeypatch.setenv("GEOCONCEPT_IMAGES", "")
+    seen = {}
+
+    @dg.asset
+    def probe(ingest_settings: IngestResource) -> None:
+        settings = ingest_settings
+        seen.update(raw_dir=settings.raw_dir, images=settings.images_path(), shard=settings.samples_per_shard)
+
+    config = {"resources": {"ingest_settings": {"config": {"samples_per_shard": 24}}}}
+    dg.materialize([probe], resources={"ingest_settings": defs.resources["ingest_settings"]}, run_config=config)
+    assert seen == {"raw_dir": str(tmp_path / "raw"), "images": str(tmp_path / "raw" / "images"), "shard": 24}
 
 
 def test_every_asset_links_to_the_source_file_that_defines_it():
