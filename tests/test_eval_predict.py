@@ -13,6 +13,7 @@ from geoconcept import gallery
 from geoconcept.errors import InputError
 from geoconcept.evaluation import explain, predict
 from geoconcept.evaluation.metrics import haversine_km
+from geoconcept.ingest.reasons import Rejected
 from geoconcept.model.checkpoint import load_model
 
 
@@ -115,3 +116,20 @@ def test_explanations_name_the_nearest_geonames_place(concept_run, tmp_path):
     assert e.variant == "geoclip" and all(g.concepts == [] for g in e.guesses)  # no concepts to explain with
     text = explain.format_explanation(e)
     assert text.startswith("x.jpg  (geoclip)") and "near " + e.guesses[0].place.name in text
+
+
+def test_unreadable_images_carry_ingests_status(tmp_path, monkeypatch):
+    from PIL import Image
+
+    Image.new("RGB", (20, 20)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 400 pixels: a bomb at this limit (restored after)
+    (tmp_path / "text.jpg").write_text("not an image\n")
+    (tmp_path / "folder").mkdir()
+    expected = {"missing.jpg": "missing_image", "folder": "missing_image", "bomb.png": "too_large"}
+    expected |= {"text.jpg": "corrupt_image"}
+    for name, status in expected.items():
+        with pytest.raises(Rejected) as info:
+            predict.open_rgb(tmp_path / name)
+        assert info.value.status == status and name in info.value.detail
+    with pytest.raises(InputError, match="too large to decode safely"):  # the single-image CLI's error
+        predict.read_images([tmp_path / "bomb.png"])

@@ -422,9 +422,10 @@ def prediction_gallery(
         return Gallery.load(check_gallery_folder(folder))
     folder = default_gallery_dir(model.checkpoint_sha256 or "unknown")
     coords = gallery_module.geoclip_coordinates()
-    if progress and not (folder / gallery_module.INFO_FILE).exists():
+    show = progress and not (folder / gallery_module.INFO_FILE).exists()  # built before: nothing to show
+    if show:
         print(f"building the default gallery (GeoCLIP's 100K coordinates) in {folder}", file=sys.stderr)
-    with tqdm(total=len(coords), desc="gallery", unit="loc", disable=not progress, leave=False, file=sys.stderr) as bar:
+    with tqdm(total=len(coords), desc="gallery", unit="loc", disable=not show, file=sys.stderr) as bar:
         gallery_module.build_gallery(coords, model, folder, source="geoclip_100k", on_batch=bar.update)
     return Gallery.load(folder)
 
