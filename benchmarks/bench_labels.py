@@ -20,7 +20,7 @@ import pandas as pd
 import rasterio
 from rasterio.windows import from_bounds
 
-from benchmarks.harness import Result, best_rate
+from benchmarks.harness import Result, best_rate, memory_result
 from geoconcept import bundled
 from geoconcept.concepts.bank import load_bank
 from geoconcept.concepts.labels import label_points
@@ -102,17 +102,13 @@ def label_memory(n: int) -> Result:
         ours = label_peak_rss_mb("banded", points, Path(scratch) / "ours.parquet")
         plain = label_peak_rss_mb("plain", points, Path(scratch) / "plain.parquet")
         same = (Path(scratch) / "ours.parquet").read_bytes() == (Path(scratch) / "plain.parquet").read_bytes()
-    # Memory is lower-is-better and the table's ratio is ours/baseline, higher-is-better: so both are
-    # given as 1/GB, the ratio is the memory saved (plain / ours), and the goal is the ratio at which
-    # ours is exactly LABEL_RSS_GOAL_MB.
-    return Result(
-        benchmark=f"`geoconcept label` {n:,} points: 1 / peak RSS",
-        unit="1/GB",
-        ours=1024 / ours,
-        baseline=1024 / plain,
-        baseline_name="same command, rasters read by plain memory-map indexing",
-        goal=plain / LABEL_RSS_GOAL_MB,
-        note=f"peak RSS {ours:,.0f} MB vs {plain:,.0f} MB (goal: under {LABEL_RSS_GOAL_MB:g} MB); "
+    return memory_result(
+        f"`geoconcept label` {n:,} points: 1 / peak RSS",
+        ours,
+        plain,
+        "same command, rasters read by plain memory-map indexing",
+        LABEL_RSS_GOAL_MB,
+        f"peak RSS {ours:,.0f} MB vs {plain:,.0f} MB (goal: under {LABEL_RSS_GOAL_MB:g} MB); "
         f"outputs byte-identical: {same}",
     )
 

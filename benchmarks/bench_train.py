@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from benchmarks.harness import Result, best_rate
+from benchmarks.harness import Result, best_rate, memory_result
 from geoconcept.features import write_feature_shard
 from geoconcept.train.data import epoch_order, load_training_data
 from geoconcept.train.main import train
@@ -130,16 +130,13 @@ def bench_memory(root: Path, n: int, steps: int) -> Result:
     settings = write_features(root, n) | {"output": str(root / "run"), "steps": str(steps), "num_threads": "2"}
     ours = peak_rss_mb(_args(settings))
     held = n * DIM * 4 / 2**20
-    # Lower is better and the table's ratio is ours/baseline, higher-is-better: both are given as
-    # 1/GB, so the ratio is the memory saved and the goal is the ratio at which ours is RSS_GOAL_MB.
-    return Result(
-        benchmark=f"trainer peak RSS, {n:,} samples x 768-d: 1 / peak RSS",
-        unit="1/GB",
-        ours=1024 / ours,
-        baseline=1024 / held,
-        baseline_name="the features alone, held in RAM",
-        goal=held / RSS_GOAL_MB,
-        note=f"peak RSS {ours:,.0f} MB (goal: under {RSS_GOAL_MB} MB); features {held:,.0f} MB; {steps} steps",
+    return memory_result(
+        f"trainer peak RSS, {n:,} samples x 768-d: 1 / peak RSS",
+        ours,
+        held,
+        "the features alone, held in RAM",
+        RSS_GOAL_MB,
+        f"peak RSS {ours:,.0f} MB (goal: under {RSS_GOAL_MB} MB); features {held:,.0f} MB; {steps} steps",
     )
 
 

@@ -45,6 +45,23 @@ def best_rate(fn: Callable[[], int], repeats: int = 3) -> float:
     return best
 
 
+def memory_result(
+    benchmark: str, ours_mb: float, baseline_mb: float, baseline_name: str, goal_mb: float, note: str
+) -> Result:
+    """A peak-memory row. Memory is lower-is-better while the table's ratio (ours/baseline) is
+    higher-is-better: both sides are given as 1/GB, so the ratio is the memory saved and the goal is
+    the ratio at which ours is exactly `goal_mb`."""
+    return Result(
+        benchmark=benchmark,
+        unit="1/GB",
+        ours=1024 / ours_mb,
+        baseline=1024 / baseline_mb,
+        baseline_name=baseline_name,
+        goal=baseline_mb / goal_mb,
+        note=note,
+    )
+
+
 def format_table(results: list[Result]) -> str:
     header = ("benchmark", "ours", "baseline", "ratio", "goal", "")
     rows = [header]
